@@ -1,0 +1,1 @@
+"""Efficiency benchmark and distillation study."""

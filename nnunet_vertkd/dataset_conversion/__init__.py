@@ -1,0 +1,1 @@
+"""VerSe folders (real or synthetic) -> nnU-Net raw datasets."""

@@ -1,0 +1,1 @@
+"""VerSe metrics: per-vertebra Dice, HD, ASSD, identification rate and centroid distance."""

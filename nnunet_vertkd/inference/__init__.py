@@ -1,0 +1,1 @@
+"""Spine location + iterative top-down vertebra segmentation on nnU-Net's predictor."""
