@@ -1,0 +1,187 @@
+"""Segmentation loss of Lessmann et al. (2019) as used by Serrador et al. (2024), as pure functions.
+
+Border weights
+    omega_i = gamma * exp(-d_i^2 / sigma^2) + 1, gamma = 8, sigma = 6 mm.
+    d_i is the Euclidean distance in mm (``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``)
+    from the centre of voxel i to the centre of the nearest *surface voxel* of the target. Surface voxels are
+    the target voxels that have at least one 6-connected neighbour outside the target (the inner boundary of
+    the mask). Thus d = 0 (omega = gamma + 1) on the surface voxels, d = k * spacing for a voxel k voxels away
+    from the surface along an axis, both inside and outside the target. The edge of the array is NOT a surface:
+    a target cut by the patch border continues beyond it (``binary_erosion(..., border_value=1)``). An empty
+    target, or one without surface voxels (fills the array), gives all ones.
+
+Loss (per sample b, sums over all voxels and channels of that sample; p = probability, y = target in [0, 1],
+which may be soft, omega = weights)
+    FP_b = sum(omega * (1 - y) * p) / max(sum(omega * (1 - y)), eps)
+    FN_b = sum(omega * y * (1 - p)) / max(sum(omega * y), eps)
+    loss = mean_b(fp_weight * FP_b + FN_b)
+    Each term is a weighted soft error *rate* in [0, 1] (FP relative to the weighted background, FN relative to
+    the weighted target), so the two stay balanced whatever the size of the vertebra relative to the patch.
+    An empty target gives FN_b = 0 (numerator 0), a target filling the sample gives FP_b = 0. The eps guard
+    (1e-6, on the denominator only) never changes the value when the denominator is >= eps.
+    fp_weight follows ``fp_weight_schedule``: false positives are penalised less at the start of training
+    (0.1) and equally (1.0) at the end (METHOD.md; the paper's prose states the roles the other way round,
+    the authors' code and Lessmann's paper down-weight the false positives).
+
+Deep supervision: see ``deep_supervision_loss``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
+
+GAMMA = 8.0
+SIGMA_MM = 6.0
+FP_WEIGHT_START = 0.1
+FP_WEIGHT_END = 1.0
+FP_SCHEDULE_STEEPNESS = 10.0
+EPS = 1e-6
+
+
+def target_surface(target: np.ndarray) -> np.ndarray:
+    """Surface voxels of a binary mask: target voxels with a 6-connected neighbour outside the target. The edge
+    of the array does not count as outside."""
+    target = np.asarray(target).astype(bool)
+    if not target.any():
+        return np.zeros_like(target)
+    structure = generate_binary_structure(target.ndim, 1)
+    return target & ~binary_erosion(target, structure=structure, border_value=1)
+
+
+def border_weight_map(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), gamma: float = GAMMA,
+                      sigma_mm: float = SIGMA_MM) -> np.ndarray:
+    """omega = gamma * exp(-d^2 / sigma^2) + 1 with d the distance in mm to the nearest surface voxel (see the
+    module docstring), as float32 with the shape of ``target``. ``spacing_mm`` has one entry per axis of
+    ``target`` (a scalar is broadcast)."""
+    target = np.asarray(target).astype(bool)
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (target.ndim,))
+    surface = target_surface(target)
+    if not surface.any():
+        return np.ones(target.shape, dtype=np.float32)
+    d = distance_transform_edt(~surface, sampling=spacing)
+    w = gamma * np.exp(-(d * d) / (float(sigma_mm) ** 2)) + 1.0
+    return w.astype(np.float32)
+
+
+def fp_weight_schedule(epoch: float, num_epochs: int, start: float = FP_WEIGHT_START, end: float = FP_WEIGHT_END,
+                       steepness: float = FP_SCHEDULE_STEEPNESS) -> float:
+    """False-positive weight at ``epoch`` (0-based) of a training of ``num_epochs`` epochs.
+
+    x = epoch / (num_epochs - 1) in [0, 1] (clipped); s(x) = 1 / (1 + exp(-steepness * (x - 0.5)));
+    the sigmoid is rescaled so that it is exactly ``start`` at epoch 0 and exactly ``end`` at the last epoch
+    (num_epochs - 1): w = start + (end - start) * (s(x) - s(0)) / (s(1) - s(0)). Monotonic; the midpoint
+    of training gives (start + end) / 2. ``num_epochs <= 1`` gives ``end``; ``steepness -> 0`` tends to a
+    linear ramp.
+    """
+    if num_epochs <= 1:
+        return float(end)
+    x = min(max(float(epoch) / float(num_epochs - 1), 0.0), 1.0)
+    if steepness <= 0:
+        r = x
+    else:
+        def s(v):
+            return 1.0 / (1.0 + math.exp(-steepness * (v - 0.5)))
+        r = (s(x) - s(0.0)) / (s(1.0) - s(0.0))
+    return float(start + (end - start) * r)
+
+
+def lessmann_loss(probs: torch.Tensor, target: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                  fp_weight: float = 1.0, eps: float = EPS) -> torch.Tensor:
+    """fp_weight * FP + FN, see the module docstring. probs, target, weights: (B, C, ...) (weights may be
+    broadcastable or None = all ones); target may be soft. Computed in float32; returns a scalar tensor."""
+    p = probs.float()
+    y = target.float()
+    if weights is None:
+        w = torch.ones_like(p)
+    else:
+        w = torch.broadcast_to(weights.float(), p.shape)
+    y = torch.broadcast_to(y, p.shape)
+    dims = tuple(range(1, p.ndim))
+    wneg = w * (1.0 - y)
+    wpos = w * y
+    fp = (wneg * p).sum(dims) / wneg.sum(dims).clamp_min(eps)
+    fn = (wpos * (1.0 - p)).sum(dims) / wpos.sum(dims).clamp_min(eps)
+    return (fp_weight * fp + fn).mean()
+
+
+def lessmann_loss_from_logits(logits: torch.Tensor, target: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                              fp_weight: float = 1.0, eps: float = EPS) -> torch.Tensor:
+    """``lessmann_loss(sigmoid(logits), ...)``, computed in float32."""
+    return lessmann_loss(torch.sigmoid(logits.float()), target, weights, fp_weight, eps)
+
+
+def nnunet_deep_supervision_weights(num_outputs: int, ddp_without_compile: bool = False) -> np.ndarray:
+    """nnU-Net's deep-supervision weights: w_i = 1 / 2**i for output i (i = 0 full resolution), the lowest
+    resolution output dropped (w = 0; 1e-6 under DDP without torch.compile, as nnU-Net does to keep every
+    parameter used), then normalised to sum 1. A single output gets weight 1."""
+    if num_outputs <= 1:
+        return np.ones(max(num_outputs, 1))
+    w = np.array([1.0 / (2 ** i) for i in range(num_outputs)])
+    w[-1] = 1e-6 if ddp_without_compile else 0.0
+    return w / w.sum()
+
+
+def deep_supervision_loss(loss_fn: Callable[..., torch.Tensor],
+                          outputs: Union[torch.Tensor, Sequence[torch.Tensor]],
+                          targets: Union[torch.Tensor, Sequence[torch.Tensor]],
+                          weights: Optional[Union[torch.Tensor, Sequence[Optional[torch.Tensor]]]] = None,
+                          ds_weights: Optional[Sequence[float]] = None,
+                          **loss_kwargs) -> torch.Tensor:
+    """Combine a loss over deep-supervision outputs the way nnU-Net's DeepSupervisionWrapper does:
+
+        L = sum_i ds_weights[i] * loss_fn(outputs[i], targets[i], weights[i], **loss_kwargs)
+
+    outputs / targets / weights are lists ordered highest resolution first (nnU-Net's order); each scale has
+    its own target and border-weight map (compute the weight map from the downsampled target with the spacing
+    of that scale, or downsample the full-resolution map with ``downsample_for_deep_supervision``). Terms with
+    weight 0 are skipped. ``ds_weights=None`` uses ``nnunet_deep_supervision_weights(len(outputs))``
+    (1/2**i, lowest resolution dropped, normalised). A plain tensor ``outputs`` (deep supervision off) gives
+    ``loss_fn(outputs, targets, weights)`` with list inputs reduced to their first (full resolution) element.
+    Extra keyword arguments (e.g. ``fp_weight``) go to every ``loss_fn`` call.
+    """
+    if isinstance(outputs, torch.Tensor):
+        t = targets[0] if isinstance(targets, (list, tuple)) else targets
+        w = weights[0] if isinstance(weights, (list, tuple)) else weights
+        return loss_fn(outputs, t, w, **loss_kwargs)
+    n = len(outputs)
+    if not isinstance(targets, (list, tuple)) or len(targets) != n:
+        raise ValueError(f"deep supervision needs one target per output ({n} outputs)")
+    if weights is None:
+        weights = [None] * n
+    elif isinstance(weights, torch.Tensor) or len(weights) != n:
+        raise ValueError(f"deep supervision needs one weight map (or None) per output ({n} outputs)")
+    if ds_weights is None:
+        ds_weights = nnunet_deep_supervision_weights(n)
+    if len(ds_weights) != n:
+        raise ValueError(f"{len(ds_weights)} deep-supervision weights for {n} outputs")
+    total = None
+    for o, t, w, k in zip(outputs, targets, weights, ds_weights):
+        if float(k) == 0.0:
+            continue
+        term = float(k) * loss_fn(o, t, w, **loss_kwargs)
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("all deep-supervision weights are 0")
+    return total
+
+
+def downsample_for_deep_supervision(x: torch.Tensor, scales: Sequence[Union[float, Sequence[float]]],
+                                    mode: str = "nearest-exact") -> List[torch.Tensor]:
+    """Downsample a (B, C, *S) tensor to each scale (nnU-Net's format, e.g. [[1,1,1],[.5,.5,.5],...]); new size
+    round(S * scale) per axis, like nnU-Net's DownsampleSegForDSTransform ('nearest-exact' for targets; use
+    'area'-like averaging by passing mode='area' for weight maps if preferred). Scale 1 returns ``x``."""
+    out = []
+    for s in scales:
+        if not isinstance(s, (list, tuple)):
+            s = [s] * (x.ndim - 2)
+        if all(float(v) == 1.0 for v in s):
+            out.append(x)
+            continue
+        size = [int(round(n * float(v))) for n, v in zip(x.shape[2:], s)]
+        out.append(F.interpolate(x.float(), size=size, mode=mode).to(x.dtype))
+    return out
