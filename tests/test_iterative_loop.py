@@ -1,0 +1,182 @@
+"""The iterative top-down loop (nnunet_vertkd.inference.iterative) with deterministic stand-in networks."""
+import numpy as np
+import pytest
+
+from nnunet_vertkd.inference.iterative import (IterativeSettings, crop_patch, segment_vertebrae_iteratively)
+
+PATCH = (16, 16, 24)
+SMALL = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+
+
+def synthetic_spine(n=6, superior_axis=2, superior_at_low_index=True, height=6, gap=2, shape_xy=(24, 26),
+                    margin=5):
+    """Label volume (X, Y, Z-like) with n blocks stacked along superior_axis, label 1 the most superior."""
+    length = margin * 2 + n * height + (n - 1) * gap
+    shape = list(shape_xy)
+    shape.insert(superior_axis, length)
+    labels = np.zeros(shape, dtype=np.int16)
+    for v in range(n):
+        lo = margin + v * (height + gap)
+        if not superior_at_low_index:
+            lo = length - lo - height
+        sl = [slice(6, 18), slice(7, 19)]
+        sl.insert(superior_axis, slice(lo, lo + height))
+        labels[tuple(sl)] = v + 1
+    return labels
+
+
+def topmost_standin(calls=None):
+    """'Network' that reads labels from the CT channel and returns the topmost one not yet in memory."""
+    def predict(x):
+        assert x.shape == (2,) + PATCH and x.dtype == np.float32
+        if calls is not None:
+            calls.append(x.copy())
+        lab = np.rint(x[0]).astype(int)
+        free = lab[(lab > 0) & (x[1] < 0.5)]
+        if free.size == 0:
+            return np.zeros(PATCH, np.float32)
+        return (lab == free.min()).astype(np.float32)
+    return predict
+
+
+@pytest.mark.parametrize("axis,low", [(2, True), (2, False), (0, True), (1, False)])
+def test_visits_vertebrae_top_down_and_stops(axis, low):
+    labels = synthetic_spine(superior_axis=axis, superior_at_low_index=low)
+    ct = labels.astype(np.float32)
+    spine = (labels > 0).astype(np.float32)
+    res = segment_vertebrae_iteratively(topmost_standin(), ct, spine, axis, low, PATCH, SMALL)
+    assert res.n_vertebrae == 6
+    # label k of the output is exactly block k (top-down order)
+    np.testing.assert_array_equal(res.instances, labels)
+    assert res.instances.dtype == np.int16
+    assert res.stop_reason in ("end_of_spine", "no_fragment", "end_of_volume")
+    si = [c[axis] for c in res.vertebra_centres]
+    assert si == sorted(si, reverse=not low)
+    assert all(v.converged for v in res.vertebrae)
+    assert res.n_network_calls == sum(res.iterations_per_vertebra) + (res.stop_reason == "no_fragment")
+    assert all(it <= SMALL.MAX_ITERATIONS_PER_VERTEBRA for it in res.iterations_per_vertebra)
+
+
+def test_start_point_is_top_of_spine_at_maximum():
+    labels = synthetic_spine()
+    prob = np.zeros(labels.shape, np.float32)
+    prob[labels > 0] = 0.4
+    top = np.flatnonzero((labels > 0).any(axis=(0, 1)))[0]
+    prob[10, 12, top] = 0.9
+    res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), prob, 2, True, PATCH, SMALL)
+    assert res.start_point == (10, 12, top)
+
+
+def test_no_spine_means_no_network_call():
+    labels = synthetic_spine()
+    calls = []
+    res = segment_vertebrae_iteratively(topmost_standin(calls), labels.astype(np.float32),
+                                        np.zeros(labels.shape), 2, True, PATCH, SMALL)
+    assert res.stop_reason == "no_spine" and res.n_network_calls == 0 and not calls
+    assert res.instances.max() == 0
+
+
+def test_stops_at_bottom_of_spine_probability():
+    """start_prob covering only the first 3 blocks ends the loop after 3 vertebrae."""
+    labels = synthetic_spine()
+    spine = np.isin(labels, [1, 2, 3]).astype(np.float32)
+    res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), spine, 2, True, PATCH, SMALL)
+    assert res.n_vertebrae == 3 and res.stop_reason == "end_of_spine"
+
+
+def test_fragment_too_small_to_start():
+    labels = synthetic_spine()
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=10_000, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+    res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), labels > 0, 2, True, PATCH, s)
+    assert res.stop_reason == "fragment_too_small" and res.n_vertebrae == 0 and res.n_network_calls == 1
+
+
+def test_memory_channel_holds_accepted_vertebrae_and_border_padding():
+    labels = synthetic_spine()
+    calls = []
+    segment_vertebrae_iteratively(topmost_standin(calls), labels.astype(np.float32), labels > 0, 2, True, PATCH,
+                                  SMALL)
+    assert calls[0][1].max() == 0  # empty memory for the first vertebra
+    assert calls[-1][1].max() == 1  # later ones see the memory
+    assert set(np.unique(calls[-1][1])) <= {0.0, 1.0}
+
+
+def test_crop_patch_pads_outside():
+    vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    patch, vs, ps = crop_patch(vol, (0, 5, 3), (4, 4, 4), -1.0)
+    assert patch.shape == (4, 4, 4)
+    np.testing.assert_array_equal(patch[ps], vol[vs])
+    assert (patch[:2] == -1).all() and (patch[:, 3:] == -1).all()
+    assert patch[2, 0, 0] == vol[0, 3, 1]
+
+
+@pytest.mark.parametrize("kind", ["random", "ones", "zeros", "nan", "shifting", "half"])
+def test_adversarial_networks_terminate(kind):
+    labels = synthetic_spine()
+    rng = np.random.default_rng(0)
+    state = {"i": 0}
+
+    def predict(x):
+        state["i"] += 1
+        if kind == "random":
+            return rng.random(PATCH).astype(np.float32)
+        if kind == "ones":
+            return np.ones(PATCH, np.float32)
+        if kind == "zeros":
+            return np.zeros(PATCH, np.float32)
+        if kind == "nan":
+            return np.full(PATCH, np.nan, np.float32)
+        if kind == "shifting":  # a block that never stops moving
+            out = np.zeros(PATCH, np.float32)
+            o = state["i"] % 8
+            out[o:o + 8, 2:10, 2:10] = 1
+            return out
+        out = np.zeros(PATCH, np.float32)  # a constant half patch, minus memory
+        out[:, :, :12] = 1
+        return out
+
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=20, MIN_CONTINUE_FRAGMENT_VOXELS=20,
+                          MAX_ITERATIONS_PER_VERTEBRA=7, MAX_VERTEBRAE=9)
+    res = segment_vertebrae_iteratively(predict, labels.astype(np.float32), np.ones(labels.shape), 2, True, PATCH, s)
+    assert res.n_network_calls == state["i"] <= s.max_network_calls()
+    assert res.n_vertebrae <= 9
+    assert res.stop_reason in {"no_fragment", "max_vertebrae", "end_of_volume", "end_of_spine",
+                               "fragment_too_small", "max_network_calls"}
+    assert set(np.unique(res.instances)) <= set(range(0, 10))
+
+
+def test_oscillation_hits_iteration_cap_and_can_stop():
+    labels = synthetic_spine()
+    state = {"i": 0}
+
+    def predict(x):
+        state["i"] += 1
+        out = np.zeros(PATCH, np.float32)
+        o = 0 if state["i"] % 2 else 8  # centre jumps 4 voxels back and forth forever
+        out[o:o + 9, 4:13, 8:17] = 1
+        return out
+
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=20, MIN_CONTINUE_FRAGMENT_VOXELS=20,
+                          MAX_ITERATIONS_PER_VERTEBRA=5, ACCEPT_UNCONVERGED=False)
+    res = segment_vertebrae_iteratively(predict, labels.astype(np.float32), labels > 0, 2, True, PATCH, s)
+    assert res.stop_reason == "not_converged" and res.n_network_calls == 5 and res.n_vertebrae == 0
+
+
+def test_max_network_calls_cap():
+    labels = synthetic_spine()
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30, MAX_NETWORK_CALLS=4)
+    res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), labels > 0, 2, True, PATCH, s)
+    assert res.n_network_calls == 4 and res.stop_reason == "max_network_calls"
+
+
+def test_scaled_to_spacing():
+    s = IterativeSettings().scaled_to_spacing((2.0, 2.0, 2.0))
+    assert s.MIN_START_FRAGMENT_VOXELS == 125 and s.MIN_CONTINUE_FRAGMENT_VOXELS == 62
+    assert s.CONVERGENCE_TOLERANCE_VOXELS == 1.0
+
+
+def test_wrong_output_shape_is_an_error():
+    labels = synthetic_spine()
+    with pytest.raises(ValueError, match="shape"):
+        segment_vertebrae_iteratively(lambda x: np.zeros((3, 3, 3)), labels.astype(np.float32), labels > 0, 2, True,
+                                      PATCH, SMALL)
