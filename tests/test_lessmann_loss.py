@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnunet_vertkd.trainers.losses.lessmann import (
-    border_weight_map, deep_supervision_loss, downsample_for_deep_supervision, fp_weight_schedule, lessmann_loss,
+    border_weight_map, border_weight_maps_torch, deep_supervision_loss, downsample_for_deep_supervision, fp_weight_schedule, lessmann_loss,
     lessmann_loss_from_logits, nnunet_deep_supervision_weights, target_surface)
 
 
@@ -102,6 +102,14 @@ def test_weight_map_anisotropic_spacing():
 def test_weight_map_empty_and_full_target_all_ones():
     assert np.all(border_weight_map(np.zeros((4, 5, 6), bool)) == 1.0)
     assert np.all(border_weight_map(np.ones((4, 5, 6), bool)) == 1.0)
+
+
+def test_batched_torch_weight_maps():
+    t = np.stack([_slab(20), _slab(5)])[:, None]
+    w = border_weight_maps_torch(torch.from_numpy(t).float(), (1, 1, 1))
+    assert w.dtype == torch.float32 and tuple(w.shape) == t.shape
+    assert np.array_equal(w[1, 0].numpy(), border_weight_map(t[1, 0]))
+    assert np.array_equal(w[0, 0].numpy(), border_weight_map(t[0, 0]))
 
 
 def test_surface_definition():

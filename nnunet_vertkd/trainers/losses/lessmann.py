@@ -68,6 +68,19 @@ def border_weight_map(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.
     return w.astype(np.float32)
 
 
+def border_weight_maps_torch(target: torch.Tensor, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+                             gamma: float = GAMMA, sigma_mm: float = SIGMA_MM) -> torch.Tensor:
+    """``border_weight_map`` for every sample and channel of a (B, C, *S) target tensor (> 0.5 = target),
+    computed on the CPU with scipy; returns float32 on the target's device. For a deep-supervision scale s
+    (e.g. 0.5) pass ``spacing_mm / s`` so that distances stay in mm. About 0.5 s per 128^3 map on one core."""
+    t = (target.detach() > 0.5).cpu().numpy()
+    out = np.empty(t.shape, dtype=np.float32)
+    for b in range(t.shape[0]):
+        for c in range(t.shape[1]):
+            out[b, c] = border_weight_map(t[b, c], spacing_mm, gamma, sigma_mm)
+    return torch.from_numpy(out).to(target.device)
+
+
 def fp_weight_schedule(epoch: float, num_epochs: int, start: float = FP_WEIGHT_START, end: float = FP_WEIGHT_END,
                        steepness: float = FP_SCHEDULE_STEEPNESS) -> float:
     """False-positive weight at ``epoch`` (0-based) of a training of ``num_epochs`` epochs.
