@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vertkd_evaluate",
         description="VerSe metrics of predicted vertebra instance masks: per vertebra Dice, Hausdorff distance, "
-                    "ASSD GT->pred and pred->GT, failure (Dice < 50%%); per scan identification rate and d_mean "
+                    "ASSD GT->pred and pred->GT, failure (Dice < 50%); per scan identification rate and d_mean "
                     "(VerSe: predicted centroid closest and < 20 mm); summaries per scan, region and overall. "
                     "Writes OUT/summary.json, OUT/per_vertebra.csv, OUT/summary.md and prints the table.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
