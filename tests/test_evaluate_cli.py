@@ -69,6 +69,7 @@ def test_verse_reference_overlap_matching(tmp_path):
     pred_ctd[1] = (4.5, 4.5, 1.0 + 15.0)       # 15 voxels * 2 mm = 30 mm away: not identified
     write_centroids(str(pred / "sub-verse900_ctd.json"), ["L", "P", "I"], pred_ctd)
     write(pred / "unrelated.nii.gz", slabs([1]))
+    write(pred / "sub-verse900_spine.nii.gz", slabs([1, 1, 1, 1]))   # vertkd_predict's spine map: skipped
     out = tmp_path / "out"
     assert main(["-ref", str(tmp_path / "verse"), "-pred", str(pred), "-o", str(out), "--quiet"]) == 0
 
@@ -157,3 +158,28 @@ def test_grid_mismatch_single_files(tmp_path, capsys):
     assert c["note"] == "resampled"
     assert c["d_mean_mm"] == pytest.approx(4.0)    # the prediction lies 4 mm lower in physical space
     assert c["hd_mean_mm"] == pytest.approx(4.0)
+
+
+def test_real_verse_sample_against_itself(verse_sample_dir, tmp_path):
+    """The real VerSe'19 sample: the reference mask relabelled 1..N is a perfect prediction."""
+    msk = verse_sample_dir / "dataset-verse19training" / "derivatives" / "sub-verse005" / \
+        "sub-verse005_seg-vert_msk.nii.gz"
+    if not msk.is_file():
+        pytest.skip(f"{msk} not found")
+    img = sitk.ReadImage(str(msk))
+    arr = np.rint(sitk.GetArrayFromImage(img)).astype(np.int16)
+    labels = [int(v) for v in np.unique(arr) if v]
+    pred = np.zeros_like(arr)
+    for i, lab in enumerate(labels):
+        pred[arr == lab] = i + 1
+    out_img = sitk.GetImageFromArray(pred)
+    out_img.CopyInformation(img)
+    (tmp_path / "pred").mkdir()
+    sitk.WriteImage(out_img, str(tmp_path / "pred" / "sub-verse005.nii.gz"))
+    assert main(["-ref", str(msk), "-pred", str(tmp_path / "pred" / "sub-verse005.nii.gz"),
+                 "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    c = s["cases"]["sub-verse005"]
+    assert c["n_ref"] == len(labels) and c["dice_mean"] == 1.0 and c["hd_mean_mm"] == 0.0
+    assert c["id_rate"] == 1.0 and c["d_mean_mm"] == 0.0 and c["missing"] == [] and c["extra"] == []
+    assert set(s["regions"]) == {"lumbar"}

@@ -113,7 +113,7 @@ def find_reference_cases(ref: str, ref_format: str = "auto") -> Tuple[str, Dict[
     if fmt == "nnunet":
         folder = os.path.dirname(os.path.abspath(ref)) if os.path.isfile(ref) else ref
         files = [ref] if os.path.isfile(ref) else sorted(
-            os.path.join(ref, f) for f in os.listdir(ref) if _is_image(f))
+            os.path.join(ref, f) for f in os.listdir(ref) if _is_image(f) and not f.startswith("."))
         for m in files:
             c = case_id(m)
             ctd = os.path.join(os.path.dirname(m), c + "_ctd.json")
@@ -127,8 +127,10 @@ def find_prediction_cases(pred: str) -> Dict[str, dict]:
     """{case: {'mask', 'ctd'}} for a PRED file or folder of vertkd_predict outputs ({case}.nii.gz, {case}_ctd.json)."""
     if not os.path.exists(pred):
         raise EvaluationInputError(f"prediction {pred} does not exist")
+    # vertkd_predict also writes {case}_spine.nii.gz (spine probability) and hidden temporaries: skipped
     files = [pred] if os.path.isfile(pred) else sorted(
-        os.path.join(pred, f) for f in os.listdir(pred) if _is_image(f))
+        os.path.join(pred, f) for f in os.listdir(pred)
+        if _is_image(f) and not f.startswith(".") and strip_ending(f).split("_")[-1] != "spine")
     cases = {}
     for m in files:
         c = case_id(m)
@@ -190,7 +192,8 @@ def evaluate_pair(job: dict) -> Tuple[str, dict]:
     ref_ctd = None
     if job["use_centroid_files"] and job["ref"].get("ctd"):
         _, ref_ctd = read_centroids(job["ref"]["ctd"])
-        ref_ctd = {k: v for k, v in ref_ctd.items() if np.any(ref == k)}
+        present = {int(v) for v in np.unique(ref)}
+        ref_ctd = {k: v for k, v in ref_ctd.items() if k in present}
     note = None
     pred_ctd = None
     if job.get("pred") is None:
