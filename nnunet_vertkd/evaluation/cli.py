@@ -7,7 +7,6 @@ import glob
 import json
 import multiprocessing
 import os
-import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
