@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VERSE_SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "verse_sample"
+
+
+@pytest.fixture
+def verse_sample_dir():
+    """The real VerSe'19 sample cases shipped beside the repository (../shared/data/verse_sample)."""
+    if not VERSE_SAMPLE_DIR.is_dir():
+        pytest.skip(f"real VerSe samples not found at {VERSE_SAMPLE_DIR} (expected ../shared/data/verse_sample)")
+    return VERSE_SAMPLE_DIR
+
+
+@pytest.fixture
+def nnunet_env(tmp_path):
+    """A private nnU-Net environment (raw/preprocessed/results under tmp_path) for subprocesses.
+
+    nnUNet_n_proc_DA is left alone: nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA) and
+    crashes on 0. Set it to 0 only for training commands, where it makes data loading single-process.
+    """
+    env = dict(os.environ)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        folder = tmp_path / name
+        folder.mkdir()
+        env[name] = str(folder)
+    env.update({"nnUNet_compile": "false", "OMP_NUM_THREADS": "1",
+                "nnUNet_def_n_proc": "1"})
+    return env
