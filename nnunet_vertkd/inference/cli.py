@@ -1,0 +1,137 @@
+"""``vertkd_predict``: segment CT scans vertebra by vertebra with a trained nnunet_vertkd model."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+EPILOG = """\
+examples:
+  vertkd_predict -i scans/ -o out/ -d 501 -f all                       # spine model: heuristic fallback
+  vertkd_predict -i scans/ -o out/ -d 501 -f 0 --spine-dataset 502 --save-preview
+  vertkd_predict -i a.nii.gz b_0000.nii.gz -o out/ -m /path/to/model_folder -device cpu
+  vertkd_predict -i scans/ -o out/ -d 501 -f all -part_id 0 -num_parts 2   # half of the cases (0 or 1)
+
+Outputs per case: {case}.nii.gz (instances 1..N from the top, input grid), {case}_ctd.json (VerSe
+centroids), {case}_record.json (counts and seconds per stage), optional {case}_spine.nii.gz and
+{case}_snp.png. Exit status 1 when any case failed (they are listed at the end). See docs/inference.md.
+"""
+
+
+def _folds(values: Optional[List[str]]):
+    if not values:
+        return None
+    return [v if v == "all" else int(v) for v in values]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vertkd_predict", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Segment vertebrae one at a time from the top (spine location, then the iterative "
+                    "memory network) with a trained nnunet_vertkd model, on nnU-Net's preprocessing and export. "
+                    "Model folders are found under $nnUNet_results like nnUNetv2_predict does.")
+    p.add_argument("-i", nargs="+", required=True, metavar="INPUT",
+                   help="a folder of CT images (NIfTI; nnU-Net '_0000' names or plain names) or a list of files, "
+                        "in Hounsfield units")
+    p.add_argument("-o", required=True, metavar="OUTPUT", help="output folder (created if missing)")
+    p.add_argument("-d", metavar="DATASET", help="vertebra dataset name or id (e.g. 501)")
+    p.add_argument("-m", metavar="MODEL_FOLDER", help="vertebra model folder given directly (instead of -d/-tr/-p/-c)")
+    p.add_argument("-tr", default="VertKDStudentTrainer", help="vertebra trainer (default: %(default)s)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default: %(default)s)")
+    p.add_argument("-f", nargs="+", default=None, metavar="FOLD",
+                   help="folds to use, e.g. '0' or 'all' or '0 1 2' (probabilities averaged); default: every "
+                        "fold that has the checkpoint")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: %(default)s)")
+    p.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"],
+                   help="device (default: cuda, falls back to cpu with a warning when CUDA is unavailable)")
+    p.add_argument("--spine-dataset", metavar="ID",
+                   help="spine dataset name or id (e.g. 502); if omitted, a bone-threshold heuristic locates the "
+                        "spine (crude; recorded as spine_source='heuristic')")
+    p.add_argument("--spine-tr", default="VertKDSpineTrainer", help="spine trainer (default: %(default)s)")
+    p.add_argument("--spine-p", default="nnUNetPlans", help="spine plans identifier (default: %(default)s)")
+    p.add_argument("--spine-c", default="3d_fullres", help="spine configuration (default: %(default)s)")
+    p.add_argument("--spine-f", nargs="+", default=None, metavar="FOLD", help="spine folds (default: same as -f)")
+    p.add_argument("--spine-m", metavar="MODEL_FOLDER", help="spine model folder given directly")
+    p.add_argument("--save-preview", action="store_true", help="also write {case}_snp.png")
+    p.add_argument("--save-spine", action="store_true", help="also write {case}_spine.nii.gz (spine probability)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those cases)")
+    p.add_argument("--disable-tta", action="store_true", help="no left-right mirroring at test time")
+    p.add_argument("-npp", "--num-threads", type=int, default=None,
+                   help="CPU threads for torch (default: all cores available to this process)")
+    p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
+    p.add_argument("-num_parts", type=int, default=1, help="into how many parts the sorted case list is split")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of failed cases")
+    return p
+
+
+def resolve_model_folder(dataset: Optional[str], trainer: str, plans: str, configuration: str,
+                         folder: Optional[str], what: str) -> str:
+    if folder:
+        if not os.path.isdir(folder):
+            raise SystemExit(f"{what} model folder {folder} does not exist")
+        return folder
+    if dataset is None:
+        raise SystemExit(f"give the {what} model with -d DATASET (or -m MODEL_FOLDER)")
+    if not os.environ.get("nnUNet_results"):
+        raise SystemExit("nnUNet_results is not set: export it or give the model folder with -m")
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise SystemExit(f"{what} dataset {dataset!r} not found: {e}")
+    out = get_output_folder(name, trainer, plans, configuration)
+    if not os.path.isdir(out):
+        raise SystemExit(f"{what} model folder {out} does not exist (trained with -tr {trainer} -p {plans} "
+                         f"-c {configuration}?)")
+    return out
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+        raise SystemExit(f"-part_id must be in [0, -num_parts), got {args.part_id} and {args.num_parts}")
+    from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
+    ensure_ext_trainer_env()
+    import torch
+    from nnunet_vertkd.inference.predictor import VertKDPredictor
+
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available, using the CPU", file=sys.stderr)
+        device = "cpu"
+    if device == "mps" and not torch.backends.mps.is_available():
+        print("MPS is not available, using the CPU", file=sys.stderr)
+        device = "cpu"
+    model_folder = resolve_model_folder(args.d, args.tr, args.p, args.c, args.m, "vertebra")
+    spine_folder = None
+    if args.spine_dataset or args.spine_m:
+        spine_folder = resolve_model_folder(args.spine_dataset, args.spine_tr, args.spine_p, args.spine_c,
+                                            args.spine_m, "spine")
+    else:
+        print("no --spine-dataset given: locating the spine with the bone-threshold heuristic", file=sys.stderr)
+    inputs = args.i[0] if len(args.i) == 1 and os.path.isdir(args.i[0]) else args.i
+
+    predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
+                                verbose=args.verbose, num_threads=args.num_threads)
+    predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
+                                                   _folds(args.spine_f) or _folds(args.f), args.chk)
+    summary = predictor.predict_from_files(inputs, args.o, overwrite=args.overwrite, save_preview=args.save_preview,
+                                           save_spine=args.save_spine, num_parts=args.num_parts,
+                                           part_id=args.part_id)
+    n = len(summary["cases"])
+    print(f"\nvertkd_predict: {n} case(s) in part {args.part_id}/{args.num_parts}: "
+          f"{len(summary['succeeded'])} segmented, {len(summary['skipped_existing'])} skipped (output exists), "
+          f"{len(summary['failed'])} failed")
+    if summary["failed"]:
+        print("failed:")
+        for msg in summary["failed"].values():
+            print(f"  {msg}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Checks on input CT images before inference; each failure is an ``InputError`` naming the case.
+
+Rejected (the batch goes on with the next case, nothing is written for this one):
+missing or unreadable file; not a 3D scalar image (2D, 4D, vector/RGB, or a 3D image with a single slice);
+empty image; constant image; NaN or infinite voxels; absurd spacing (< ``MIN_SPACING_MM`` or >
+``MAX_SPACING_MM`` on any axis); intensities that are not Hounsfield units (maximum < ``MIN_MAX_HU``, or
+all values in [0, 1] or [0, 255]); and, later in the pipeline, no spine found.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import SimpleITK as sitk
+
+MIN_SPACING_MM = 0.1
+MAX_SPACING_MM = 20.0
+#: a CT in HU always holds bone (> 100 HU); a lower maximum means another unit or an empty scan
+MIN_MAX_HU = 100.0
+#: smallest size (voxels) along any axis
+MIN_SIZE_VOXELS = 2
+
+
+class InputError(ValueError):
+    """A case that cannot be segmented; ``str(e)`` names the case and the reason."""
+
+    def __init__(self, case: str, reason: str):
+        super().__init__(f"{case}: {reason}")
+        self.case = case
+        self.reason = reason
+
+
+def read_image(path: str, case: str) -> sitk.Image:
+    """Read ``path`` with SimpleITK; missing/unreadable files become InputError."""
+    if not os.path.exists(path):
+        raise InputError(case, f"file not found: {path}")
+    if not os.path.isfile(path):
+        raise InputError(case, f"not a file: {path}")
+    try:
+        return sitk.ReadImage(path)
+    except Exception as e:  # SimpleITK raises RuntimeError with a long message
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(case, f"cannot read {path} as an image ({first})") from e
+
+
+def check_geometry(image: sitk.Image, case: str) -> None:
+    dim = image.GetDimension()
+    if dim != 3:
+        raise InputError(case, f"expected a 3D CT volume, got a {dim}D image of size {image.GetSize()}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(case, f"expected a scalar 3D CT volume, got {image.GetNumberOfComponentsPerPixel()} "
+                               f"components per voxel (a 4D or colour image?)")
+    size = image.GetSize()
+    if min(size) == 0:
+        raise InputError(case, f"empty image (size {size})")
+    if min(size) < MIN_SIZE_VOXELS:
+        raise InputError(case, f"expected a 3D CT volume, got size {size} (a single slice is a 2D image)")
+    spacing = image.GetSpacing()
+    if any(not np.isfinite(s) or s < MIN_SPACING_MM or s > MAX_SPACING_MM for s in spacing):
+        raise InputError(case, f"absurd voxel spacing {tuple(round(s, 4) for s in spacing)} mm: expected between "
+                               f"{MIN_SPACING_MM} and {MAX_SPACING_MM} mm on every axis (wrong header?)")
+
+
+def check_intensities(array: np.ndarray, case: str) -> None:
+    if array.size == 0:
+        raise InputError(case, "empty image (no voxels)")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InputError(case, f"unsupported voxel type {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating):
+        n_nan = int(np.isnan(array).sum())
+        if n_nan:
+            raise InputError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
+        n_inf = int(np.isinf(array).sum())
+        if n_inf:
+            raise InputError(case, f"{n_inf} infinite voxels: the image is corrupt or not a CT")
+    lo, hi = float(array.min()), float(array.max())
+    if lo == hi:
+        raise InputError(case, f"constant image (every voxel is {lo:g}): nothing to segment")
+    if lo >= 0 and hi <= 1:
+        raise InputError(case, f"intensities in [{lo:g}, {hi:g}] look normalised to [0, 1], not Hounsfield units; "
+                               f"give the CT in HU")
+    if lo >= 0 and hi <= 255:
+        raise InputError(case, f"intensities in [{lo:g}, {hi:g}] look like an 8-bit picture, not Hounsfield units; "
+                               f"give the CT in HU")
+    if hi < MIN_MAX_HU:
+        raise InputError(case, f"maximum intensity {hi:g} < {MIN_MAX_HU:g}: no bone in Hounsfield units, so this is "
+                               f"not a CT in HU (or it is empty)")
+
+
+def check_image(image: sitk.Image, case: str) -> np.ndarray:
+    """All checks on an in-memory image; returns its array ([k, j, i]) for reuse."""
+    check_geometry(image, case)
+    array = sitk.GetArrayViewFromImage(image)
+    check_intensities(array, case)
+    return sitk.GetArrayFromImage(image)
+
+
+def load_and_check(path: str, case: str) -> sitk.Image:
+    image = read_image(path, case)
+    check_image(image, case)
+    return image

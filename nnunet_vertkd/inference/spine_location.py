@@ -1,0 +1,126 @@
+"""Step 1: where is the spine? A spine probability map in the vertebra model's preprocessed space.
+
+Two sources:
+
+* ``SpineModel`` (the normal case): the spine model (VertKDSpineTrainer on the spine dataset, a plain 2-class
+  nnU-Net model) run by a stock ``nnUNetPredictor`` on the (reoriented) input image; nnU-Net does its own
+  preprocessing (4 mm spacing of the spine plans), sliding window and export, returning the probability of
+  class 1 ("spine") in the input image's raw array geometry. ``to_preprocessed_space`` then applies the
+  vertebra model's transpose, crop bbox and (linear) resampling so the map lines up voxel for voxel with the
+  vertebra model's preprocessed CT.
+* ``heuristic_spine_mask`` (when no spine model is given): a documented fallback. Voxels >=
+  ``BONE_THRESHOLD_HU`` inside a band of ``MIDLINE_BAND_FRACTION`` of the body's left-right width around the
+  body's left-right centre (body: > ``BODY_THRESHOLD_HU``), dilated by ``DILATION_MM`` in-plane and by
+  ``DISC_BRIDGE_MM`` along the superior-inferior axis (to bridge the discs), largest 26-connected component. It knows
+  nothing about anatomy (it may start at the skull or stop at the pelvis); the record says
+  ``"spine_source": "heuristic"``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple
+
+import cc3d
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
+
+BONE_THRESHOLD_HU = 150.0
+BODY_THRESHOLD_HU = -500.0
+MIDLINE_BAND_FRACTION = 0.3
+DILATION_MM = 3.0
+#: half-length (mm) of the dilation along the superior-inferior axis that joins vertebrae across the discs
+DISC_BRIDGE_MM = 8.0
+
+
+class SpineModel:
+    """A spine model folder behind a stock nnUNetPredictor."""
+
+    def __init__(self, model_folder: str, use_folds=None, checkpoint_name: str = "checkpoint_final.pth",
+                 device: torch.device = torch.device("cpu"), use_mirroring: bool = True, verbose: bool = False):
+        ensure_ext_trainer_env()
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        for name in ("dataset.json", "plans.json"):
+            if not os.path.isfile(os.path.join(model_folder, name)):
+                raise FileNotFoundError(f"spine model folder {model_folder}: {name} is missing")
+        self.folder = model_folder
+        self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
+                                         perform_everything_on_device=device.type == "cuda", device=device,
+                                         verbose=verbose, verbose_preprocessing=False, allow_tqdm=False)
+        folds = None if use_folds is None else tuple(use_folds)
+        self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
+
+    def probability_raw(self, data: np.ndarray, properties: dict) -> np.ndarray:
+        """Spine probability (float32, shape ``data.shape[1:]``) for a (1, z, y, x) image read like SimpleITKIO."""
+        props = {"spacing": list(properties["spacing"])}  # the predictor only needs the spacing
+        if "sitk_stuff" in properties:
+            props["sitk_stuff"] = properties["sitk_stuff"]
+        _, probs = self.predictor.predict_single_npy_array(np.asarray(data, dtype=np.float32), props, None, None, True)
+        probs = np.asarray(probs)
+        return probs[1].astype(np.float32, copy=False) if probs.shape[0] > 1 else probs[0].astype(np.float32)
+
+
+def heuristic_spine_mask(hu_zyx: np.ndarray, spacing_zyx: Sequence[float], lr_axis: int = 2,
+                         si_axis: int = 0) -> np.ndarray:
+    """Crude spine mask (uint8, same shape) from HU thresholds; see the module docstring."""
+    hu = np.asarray(hu_zyx)
+    body = hu > BODY_THRESHOLD_HU
+    if not body.any():
+        return np.zeros(hu.shape, np.uint8)
+    other = tuple(a for a in range(3) if a != lr_axis)
+    lr_profile = np.flatnonzero(body.any(axis=other))
+    centre = 0.5 * (lr_profile[0] + lr_profile[-1])
+    half = max(1.0, 0.5 * MIDLINE_BAND_FRACTION * (lr_profile[-1] - lr_profile[0] + 1))
+    band = np.zeros(hu.shape[lr_axis], bool)
+    band[max(0, int(centre - half)):int(np.ceil(centre + half)) + 1] = True
+    shape = [1, 1, 1]
+    shape[lr_axis] = -1
+    bone = (hu >= BONE_THRESHOLD_HU) & band.reshape(shape)
+    if not bone.any():
+        return np.zeros(hu.shape, np.uint8)
+    # vertebrae are separated by discs (< 100 HU): bridge them by a dilation that is long along the spine
+    radius = [max(1, int(round(DILATION_MM / s))) for s in spacing_zyx]
+    radius[si_axis] = max(1, int(round(DISC_BRIDGE_MM / spacing_zyx[si_axis])))
+    struct = np.ones([2 * r + 1 for r in radius], bool)
+    bone = ndimage.binary_dilation(bone, structure=struct)
+    labels = cc3d.connected_components(bone.astype(np.uint8), connectivity=26)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return (labels == int(np.argmax(counts))).astype(np.uint8)
+
+
+def resample_linear(arr: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resampling of a 3D float map to ``new_shape`` (voxel centres aligned like nnU-Net's resize)."""
+    if tuple(arr.shape) == tuple(new_shape):
+        return arr.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=tuple(int(s) for s in new_shape), mode="trilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def to_preprocessed_space(arr_raw: np.ndarray, properties: dict, transpose_forward: Sequence[int],
+                          target_shape: Sequence[int]) -> np.ndarray:
+    """Map a raw-geometry (z, y, x) map into the vertebra model's preprocessed space.
+
+    ``properties`` are those returned by the vertebra preprocessor's ``run_case_npy`` (they hold
+    ``bbox_used_for_cropping`` in transposed axes).
+    """
+    arr = np.transpose(arr_raw, transpose_forward)
+    bbox = properties["bbox_used_for_cropping"]
+    arr = arr[tuple(slice(int(b[0]), int(b[1])) for b in bbox)]
+    return np.clip(resample_linear(arr, target_shape), 0.0, 1.0)
+
+
+def spine_probability(data_raw: np.ndarray, raw_properties: dict, pp_properties: dict, transpose_forward,
+                      target_shape, spine_model: Optional[SpineModel]) -> Tuple[np.ndarray, np.ndarray, str]:
+    """(probability in preprocessed space, probability in raw space, source name) for one image."""
+    if spine_model is not None:
+        raw = spine_model.probability_raw(data_raw, raw_properties)
+        source = "model"
+    else:
+        raw = heuristic_spine_mask(data_raw[0], raw_properties["spacing"]).astype(np.float32)
+        source = "heuristic"
+    return to_preprocessed_space(raw, pp_properties, transpose_forward, target_shape), raw, source
