@@ -14,8 +14,10 @@ Every output file is first written under a temporary name in the dataset's stagi
 place with ``os.replace`` only after all files of the case were written, so an interrupted conversion never
 leaves a half-written case in imagesTr/labelsTr.
 """
-import math
+import gzip
 import os
+import struct
+import zlib
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -72,10 +74,43 @@ class CaseResult:
 
 
 # ----------------------------------------------------------------------------------------------- reading
+def check_nifti_complete(path: str, what: str) -> None:
+    """ITK reads truncated .nii.gz files without complaint (missing voxels filled in), so check ourselves:
+    the gzip stream must be complete and hold at least vox_offset + all voxel bytes (NIfTI-1 header)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    total, header = 0, b""
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                if len(header) < 348:
+                    header += chunk[:348 - len(header)]
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {e})") from None
+    if len(header) < 348:
+        raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {total} bytes, no NIfTI header)")
+    for endian in "<>":
+        if struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            vox_offset = struct.unpack(endian + "f", header[108:112])[0]
+            if 1 <= dims[0] <= 7 and bitpix > 0:
+                expected = int(vox_offset) + int(np.prod([max(1, d) for d in dims[1:dims[0] + 1]], dtype=np.int64)) * bitpix // 8
+                if total < expected:
+                    raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {total} bytes of image data, "
+                                    f"header promises {expected})")
+            return
+
+
 def read_image(path: str, what: str) -> sitk.Image:
     """Read a 3D image; unreadable, truncated or non-3D files raise CaseError naming the file."""
     if not os.path.isfile(path):
         raise CaseError(f"{path}: {what} file does not exist")
+    if path.endswith((".nii", ".nii.gz")):
+        check_nifti_complete(path, what)
     try:
         image = sitk.ReadImage(path)
         sitk.GetArrayViewFromImage(image)  # forces the pixel data to be there
