@@ -2,7 +2,7 @@
 
 The vertebra "model" is a real nnU-Net results folder (dataset.json, plans.json, fold_all/checkpoint_final.pth)
 whose trainer (written into a temporary nnUNet_extTrainer folder) builds a deterministic network: it returns the
-topmost slab of bone (> ~200 HU) that is not in memory, i.e. what a perfect vertebra model returns on a phantom
+topmost slab of bone (> 400 HU) that is not in memory, i.e. what a perfect vertebra model returns on a phantom
 of separated bone blocks. The spine "model" is a stock nnUNetTrainer with an untrained tiny PlainConvUNet.
 """
 import json
@@ -24,7 +24,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 class TopmostBoneNet(nn.Module):
     """(B, 2, X, Y, Z) -> (B, 1, X, Y, Z) logits: topmost bone slab along axis 0 (index 0 = superior)."""
 
-    def __init__(self, threshold=0.2):
+    def __init__(self, threshold=0.4):
         super().__init__()
         self.threshold = threshold
         self.scale = nn.Parameter(torch.ones(1))
@@ -134,7 +134,7 @@ def make_untrained_spine_model(root, spacing=(4.0, 4.0, 4.0), patch_size=(16, 16
     return str(folder)
 
 
-def phantom(n_blocks=4, block_mm=10.0, gap_mm=4.0):
+def phantom(n_blocks=4, block_mm=10.0, gap_mm=6.0):
     """LPI phantom at 1 mm: body cylinder (40 HU) in air (-1000), ``n_blocks`` bone blocks (700 HU) stacked
     along the superior-inferior axis. Returns (ct image, label image with 1..n from the top)."""
     top_margin = 6
