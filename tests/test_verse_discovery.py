@@ -96,3 +96,13 @@ def test_discover_pairs_by_full_stem_any_depth_and_reports_orphans(tmp_path):
 def test_discover_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         discover([str(tmp_path / "nope")])
+
+
+def test_nested_roots_and_symlink_loops_find_each_file_once(tmp_path):
+    root = tmp_path / "verse"
+    _touch(root / "01_training" / "rawdata" / "sub-verse001" / "sub-verse001_ct.nii.gz")
+    _touch(root / "01_training" / "derivatives" / "sub-verse001" / "sub-verse001_seg-vert_msk.nii.gz")
+    (root / "01_training" / "loop").symlink_to(root, target_is_directory=True)
+    d = discover([str(root), str(root / "01_training")])
+    assert [c.case_id for c in d.cases] == ["sub-verse001"]
+    assert d.cases[0].notes == [] and d.cases[0].split == TRAIN

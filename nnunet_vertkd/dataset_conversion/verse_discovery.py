@@ -122,12 +122,21 @@ class Discovery:
 def _find_files(roots: Sequence[str]) -> Tuple[List[FoundFile], List[str]]:
     found: List[FoundFile] = []
     notes: List[str] = []
+    seen_files, seen_dirs = set(), set()
     for root_index, root in enumerate(roots):
         root = os.path.abspath(root)
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            real_dir = os.path.realpath(dirpath)
+            if real_dir in seen_dirs:  # a root inside another root, or a symlink loop: each folder once
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real_dir)
             dirnames.sort()
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
+                if os.path.realpath(path) in seen_files:
+                    continue
+                seen_files.add(os.path.realpath(path))
                 kind_stem = classify_name(name)
                 if kind_stem is None:
                     if re.search(_NII + "$", name) and not _KNOWN_UNUSED.search(name):
