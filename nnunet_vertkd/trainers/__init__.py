@@ -1,2 +1,16 @@
-"""nnU-Net trainers of the plugin. Every class exported here is found by stock nnU-Net via nnUNet_extTrainer."""
+"""nnU-Net trainers of the plugin. Every class exported here is found by stock nnU-Net via nnUNet_extTrainer
+(``nnunet_vertkd/ext_trainers`` re-exports this module). See docs/trainers.md."""
 from nnunet_vertkd.trainers.placeholder import VertKDPlaceholderTrainer  # noqa: F401
+from nnunet_vertkd.trainers.vertkd_trainer import VertKDTrainerBase  # noqa: F401
+from nnunet_vertkd.trainers.teacher import (  # noqa: F401
+    VertKDTeacherTrainer, VertKDTeacherTrainer_nnUNetTopology, VertKDTeacherTrainer_noDataProcessing)
+from nnunet_vertkd.trainers.student import (  # noqa: F401
+    VertKDStudentTrainer, VertKDStudentTrainer_T3, VertKDStudentTrainer_T5, VertKDStudentTrainer_logits,
+    VertKDStudentTrainer_logitsDistMap, VertKDStudentTrainer_scratch)
+from nnunet_vertkd.trainers.spine import VertKDSpineTrainer  # noqa: F401
+from nnunet_vertkd.trainers.variants import (  # noqa: F401
+    VertKDSpineTrainer_5epochs, VertKDSpineTrainer_debug, VertKDStudentTrainer_5epochs, VertKDStudentTrainer_debug,
+    VertKDStudentTrainer_logitsDistMap_debug, VertKDStudentTrainer_logits_debug, VertKDStudentTrainer_scratch_debug,
+    VertKDTeacherTrainer_5epochs, VertKDTeacherTrainer_debug, VertKDTeacherTrainer_noDataProcessing_debug)
+
+__all__ = [name for name in dir() if name.startswith("VertKD")]
