@@ -37,10 +37,29 @@ def read_image(path: str, case: str) -> sitk.Image:
     if not os.path.isfile(path):
         raise InputError(case, f"not a file: {path}")
     try:
-        return sitk.ReadImage(path)
+        image = sitk.ReadImage(path)
     except Exception as e:  # SimpleITK raises RuntimeError with a long message
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(case, f"cannot read {path} as an image ({first})") from e
+        raise InputError(case, f"cannot read {path}: not a readable image file (corrupt, truncated or not an "
+                               f"image)") from e
+    check_nifti_nans(path, case)
+    return image
+
+
+def check_nifti_nans(path: str, case: str) -> None:
+    """SimpleITK's NIfTI reader turns NaN voxels into 0 silently; look at the stored values of float NIfTI."""
+    if not (path.endswith(".nii") or path.endswith(".nii.gz")):
+        return
+    try:
+        import nibabel
+        img = nibabel.load(path)
+        if not np.issubdtype(img.get_data_dtype(), np.floating):
+            return
+        data = np.asanyarray(img.dataobj)
+    except Exception:  # unreadable for nibabel but readable for SimpleITK: leave it to the other checks
+        return
+    n_nan = int(np.isnan(data).sum())
+    if n_nan:
+        raise InputError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
 
 
 def check_geometry(image: sitk.Image, case: str) -> None:

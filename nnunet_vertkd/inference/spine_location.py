@@ -50,7 +50,12 @@ class SpineModel:
         self.predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=use_mirroring,
                                          perform_everything_on_device=device.type == "cuda", device=device,
                                          verbose=verbose, verbose_preprocessing=False, allow_tqdm=False)
-        folds = None if use_folds is None else tuple(use_folds)
+        if not use_folds:  # nnU-Net's auto-detection ignores fold_all; ours does not
+            from nnunet_vertkd.inference.model_loading import available_folds
+            use_folds = available_folds(model_folder, checkpoint_name)
+            if not use_folds:
+                raise FileNotFoundError(f"spine model folder {model_folder}: no fold_*/{checkpoint_name}")
+        folds = tuple(f if f == "all" else int(f) for f in use_folds)
         self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
 
     def probability_raw(self, data: np.ndarray, properties: dict) -> np.ndarray:

@@ -1,0 +1,184 @@
+"""vertkd_predict: bad inputs, -part_id/-num_parts, no overwrite, atomic outputs, the real VerSe samples."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import inference_helpers as h
+from nnunet_vertkd.inference import cli
+from nnunet_vertkd.inference.outputs import list_input_cases
+
+
+@pytest.fixture
+def model(tmp_path, monkeypatch):
+    h.set_env(monkeypatch, tmp_path / "ext")
+    results = tmp_path / "results"
+    folder = h.make_standin_vertebra_model(results, tmp_path / "ext")
+    monkeypatch.setenv("nnUNet_results", str(results))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    return folder
+
+
+def run(args):
+    return cli.main([*args, "-device", "cpu", "-npp", "1"])
+
+
+def outputs_of(folder, case):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(case + ".") or p.name.startswith(case + "_"))
+
+
+def write(img, path):
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def image_from(arr, spacing=(1.0, 1.0, 1.0)):
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing[:img.GetDimension()])
+    return img
+
+
+def bad_inputs(folder):
+    """{case: (path, expected words in the message)} for every kind of bad input."""
+    folder.mkdir(exist_ok=True)
+    ct, _ = h.phantom()
+    arr = sitk.GetArrayFromImage(ct)
+    cases = {}
+    cases["missing"] = (str(folder / "missing.nii.gz"), "file not found")
+    (folder / "garbage.nii.gz").write_bytes(b"this is not a nifti file" * 10)
+    cases["garbage"] = (str(folder / "garbage.nii.gz"), "cannot read")
+    cases["flat2d"] = (write(image_from(arr[10]), folder / "flat2d.nii.gz"), "2D")
+    four = sitk.JoinSeries([ct, ct])
+    cases["fourd"] = (write(four, folder / "fourd.nii.gz"), "4D")
+    cases["oneslice"] = (write(image_from(arr[10:11]), folder / "oneslice.nii.gz"), "single slice")
+    cases["constant"] = (write(image_from(np.full((20, 20, 20), -1000, np.int16)), folder / "constant.nii.gz"),
+                         "constant")
+    nan = arr.astype(np.float32)
+    nan[5, 5, 5] = np.nan
+    cases["nans"] = (write(image_from(nan), folder / "nans.nii.gz"), "NaN")
+    cases["nans_mha"] = (write(image_from(nan), folder / "nans_mha.mha"), "NaN")
+    cases["tiny_spacing"] = (write(image_from(arr, (0.01, 1.0, 1.0)), folder / "tiny_spacing.nii.gz"), "spacing")
+    cases["huge_spacing"] = (write(image_from(arr, (1.0, 1.0, 50.0)), folder / "huge_spacing.nii.gz"), "spacing")
+    unit = ((arr.astype(np.float32) + 1000) / 1700).clip(0, 1)
+    cases["unit_range"] = (write(image_from(unit), folder / "unit_range.nii.gz"), "[0, 1]")
+    cases["uint8"] = (write(image_from((unit * 255).astype(np.uint8)), folder / "uint8.nii.gz"), "8-bit")
+    low = (arr.astype(np.float32) / 100).astype(np.float32)
+    cases["low_max"] = (write(image_from(low), folder / "low_max.nii.gz"), "Hounsfield")
+    nospine = arr.copy()
+    nospine[nospine == 700] = 40
+    nospine[20:30, 15:25, 1:4] = 700  # bone far lateral only: the heuristic finds no spine
+    cases["nospine"] = (write(image_from(nospine), folder / "nospine.nii.gz"), "no spine")
+    return cases
+
+
+def test_every_bad_input_is_reported_and_the_batch_goes_on(model, tmp_path, capsys):
+    cases = bad_inputs(tmp_path / "in")
+    ct, _ = h.phantom()
+    good = write(ct, tmp_path / "in" / "good_0000.nii.gz")
+    out = tmp_path / "out"
+    rc = run(["-i", *[p for p, _ in cases.values()], good, "-o", str(out), "-m", model, "-f", "all"])
+    assert rc == 1
+    printed = capsys.readouterr().out
+    assert "1 segmented" in printed and f"{len(cases)} failed" in printed
+    for case, (_, words) in cases.items():
+        line = [ln for ln in printed.splitlines() if ln.strip().startswith(case + ":")]
+        assert line, f"{case} not listed as failed:\n{printed}"
+        assert words.lower() in line[0].lower(), line[0]
+        assert outputs_of(out, case) == []  # nothing partial
+    assert outputs_of(out, "good") == ["good.nii.gz", "good_ctd.json", "good_record.json"]
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_failure_while_writing_leaves_nothing(model, tmp_path, monkeypatch):
+    from nnunet_vertkd.inference import outputs
+    ct, _ = h.phantom()
+    write(ct, tmp_path / "a.nii.gz")
+    real = sitk.WriteImage
+
+    def failing(img, path, *a):
+        if path.endswith(".nii.gz") and "spine" not in path:
+            raise OSError("disk full")
+        return real(img, path, *a)
+
+    monkeypatch.setattr(outputs.sitk, "WriteImage", failing)
+    rc = run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", model, "--save-spine",
+              "--save-preview"])
+    assert rc == 1
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_part_split_covers_every_case_once(model, tmp_path):
+    ct, _ = h.phantom(n_blocks=2)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    names = [f"case{i}_0000.nii.gz" for i in range(5)] + ["plain.nii.gz"]
+    for n in names:
+        write(ct, inp / n)
+    (inp / "notes.txt").write_text("not an image")
+    all_cases = [c for c, _ in list_input_cases(str(inp))[0]]
+    assert all_cases == ["case0", "case1", "case2", "case3", "case4", "plain"]
+    seen = []
+    for part in range(4):
+        out = tmp_path / f"out{part}"
+        assert run(["-i", str(inp), "-o", str(out), "-m", model, "-part_id", str(part), "-num_parts", "4"]) == 0
+        seen += sorted(p.name[:-len(".nii.gz")] for p in out.glob("*.nii.gz"))
+    assert sorted(seen) == all_cases  # every case exactly once
+    with pytest.raises(SystemExit):
+        run(["-i", str(inp), "-o", str(tmp_path / "x"), "-m", model, "-part_id", "4", "-num_parts", "4"])
+
+
+def test_no_overwrite_without_flag(model, tmp_path, capsys):
+    ct, _ = h.phantom(n_blocks=2)
+    write(ct, tmp_path / "a_0000.nii.gz")
+    out = tmp_path / "out"
+    args = ["-i", str(tmp_path / "a_0000.nii.gz"), "-o", str(out), "-d", "990", "-tr", h.STANDIN_TRAINER, "-f", "all"]
+    assert run(args) == 0
+    target = out / "a.nii.gz"
+    target.write_bytes(b"sentinel")
+    assert run(args) == 0
+    assert target.read_bytes() == b"sentinel" and "skipped" in capsys.readouterr().out
+    assert run(args + ["--overwrite"]) == 0
+    assert sitk.ReadImage(str(target)).GetSize() == ct.GetSize()
+
+
+def test_model_folder_errors_are_clear(model, tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        run(["-i", str(tmp_path), "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"])
+    from nnunet_vertkd.inference.model_loading import ModelFolderError
+    with pytest.raises(ModelFolderError, match="fold_3"):
+        run(["-i", str(tmp_path), "-o", str(tmp_path / "o"), "-m", model, "-f", "3"])
+
+
+def test_help():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+
+
+@pytest.mark.slow
+def test_real_verse_samples_run_through(model, tmp_path, verse_sample_dir):
+    """The real VerSe'19 crops go through the whole pipeline (stand-in vertebra model, untrained spine model
+    through nnUNetPredictor, and the heuristic); outputs on the input grid. Accuracy is not the point."""
+    cts = sorted(verse_sample_dir.rglob("*_ct.nii.gz"))
+    assert cts, "no CT in the sample folder"
+    spine = h.make_untrained_spine_model(tmp_path / "spine_results")
+    for spine_args, out in ((["--spine-m", spine], tmp_path / "out_model"), ([], tmp_path / "out_heuristic")):
+        rc = run(["-i", *map(str, cts), "-o", str(out), "-m", model, "--save-preview", "--save-spine",
+                  *spine_args])
+        assert rc == 0
+        for ct_path in cts:
+            case = ct_path.name[:-len(".nii.gz")]
+            ref = sitk.ReadImage(str(ct_path))
+            inst = sitk.ReadImage(str(out / f"{case}.nii.gz"))
+            assert inst.GetSize() == ref.GetSize()
+            np.testing.assert_allclose(inst.GetSpacing(), ref.GetSpacing(), atol=1e-5)
+            np.testing.assert_allclose(inst.GetOrigin(), ref.GetOrigin(), atol=1e-4)
+            np.testing.assert_allclose(inst.GetDirection(), ref.GetDirection(), atol=1e-6)
+            import json
+            record = json.loads((out / f"{case}_record.json").read_text())
+            assert record["spine_source"] == ("model" if spine_args else "heuristic")
+            assert set(record["seconds"]) >= {"load", "read", "preprocess", "spine", "iterative", "export"}
+            assert (out / f"{case}_snp.png").exists() and (out / f"{case}_spine.nii.gz").exists()
