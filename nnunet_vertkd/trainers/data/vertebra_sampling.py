@@ -169,13 +169,18 @@ def centre_with_target_at_top(target_coords: np.ndarray, affine: np.ndarray, pat
     half = (float(patch_size[a]) - 1) / 2
     # p_a of the most superior target voxel must be the top row: -half (superior at low index) or +half
     extreme = proj.min() if superior_at_low_index else proj.max()
-    # sign of b[a] can flip the extreme for huge rotations; ``b[a] > 0`` for rotations below 90 degrees
     top_row = -half if superior_at_low_index else half
     c = np.asarray(other_centre, dtype=np.float64).copy()
     rest = sum(b[j] * c[j] for j in range(len(c)) if j != a)
     # top_row = extreme - b.c + 0.5 * sum(b)  ->  b_a c_a = extreme + 0.5 sum(b) - top_row - rest
     c[a] = (extreme + 0.5 * b.sum() - top_row - rest) / b[a]
     return c
+
+
+def align_to_voxel_grid(centre: Sequence[float], patch_size: Sequence[int]) -> np.ndarray:
+    """Nearest centre c for which the unrotated patch reads whole voxels (c - P/2 integer)."""
+    half = np.asarray(patch_size, dtype=np.float64) / 2
+    return np.round(np.asarray(centre, dtype=np.float64) - half) + half
 
 
 @dataclass
@@ -203,7 +208,9 @@ class VertebraPatchPlacement:
                        ) -> PlacementParameters:
         centroid = np.asarray(target_coords, dtype=np.float64).mean(0)
         shift = rng.uniform(-1.0, 1.0, size=3) * self.max_translation_voxels
-        centre = centroid + 0.5 + shift  # + 0.5: voxel index -> voxel-edge convention
+        # + 0.5: voxel index -> voxel-edge convention; aligned so that, without rotation/zoom, the patch samples
+        # voxel centres exactly (no interpolation)
+        centre = align_to_voxel_grid(centroid + 0.5 + shift, self.patch_size)
         clean = bool(rng.random() < self.memory_cleaning_probability)
         if clean:
             centre = centre_with_target_at_top(target_coords, affine, self.patch_size, centre, self.superior_axis,
