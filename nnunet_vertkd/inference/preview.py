@@ -15,6 +15,8 @@ from PIL import Image
 
 WINDOW_HU = (-300.0, 1200.0)
 ALPHA = 0.5
+#: small scans are enlarged to at least this height (pixels)
+MIN_HEIGHT_PX = 400
 #: 26 well separated colours (RGB), cycled for higher labels
 PALETTE = np.array([
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -42,7 +44,8 @@ def _render(ct_2d: np.ndarray, lab_2d: np.ndarray, row_mm: float, col_mm: float)
         rgb[mask] = (1 - ALPHA) * rgb[mask] + ALPHA * colours
     img = Image.fromarray(rgb.astype(np.uint8), "RGB")
     rows, cols = lab_2d.shape
-    scale = 1.0 / min(row_mm, col_mm)
+    scale = 1.0 / min(row_mm, col_mm)  # at least 1 pixel per voxel, physical aspect ratio
+    scale *= max(1.0, MIN_HEIGHT_PX / (rows * row_mm * scale))
     size = (max(1, int(round(cols * col_mm * scale))), max(1, int(round(rows * row_mm * scale))))
     return img.resize(size, Image.NEAREST)
 
