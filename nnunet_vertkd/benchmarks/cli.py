@@ -1,0 +1,42 @@
+"""``vertkd_benchmark``: the efficiency benchmark and the distillation study (docs/benchmarks.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnunet_vertkd.benchmarks import efficiency, study
+    p = argparse.ArgumentParser(
+        prog="vertkd_benchmark", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure the plugin: 'efficiency' (parameters, FLOPs, memory, time per patch and per scan of "
+                    "the teacher, the student and nnU-Net's default network) and 'study' (the distillation study, "
+                    "paper Table 3, on synthetic VerSe-format data). See docs/benchmarks.md.",
+        epilog="examples:\n"
+               "  vertkd_benchmark efficiency --out bench/ --runs 5 --device cpu --patch 128\n"
+               "  vertkd_benchmark efficiency --patch 32 --runs 2 --no-scan --out /tmp/mini   # seconds\n"
+               "  vertkd_benchmark study --scale cpu --out study_cpu/ --seeds 0\n")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{efficiency,study}")
+    e = sub.add_parser("efficiency", help="cost of teacher, student and nnU-Net's planned network",
+                       description=efficiency.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    efficiency.add_arguments(e)
+    s = sub.add_parser("study", help="the distillation study (T_B, T_S, S_S, S_T3, S_T4, S_T5, S_L, S_LW)",
+                       description=study.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    study.add_arguments(s)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "efficiency":
+        from nnunet_vertkd.benchmarks import efficiency
+        efficiency.run(args, argv[1:])
+        return 0
+    from nnunet_vertkd.benchmarks import study
+    return study.run(args, argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
