@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
     ensure_ext_trainer_env()
     import torch
+    from nnunet_vertkd.inference.model_loading import ModelFolderError
     from nnunet_vertkd.inference.predictor import VertKDPredictor
 
     device = args.device
@@ -116,8 +117,13 @@ def main(argv=None) -> int:
 
     predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
                                 verbose=args.verbose, num_threads=args.num_threads)
-    predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
-                                                   _folds(args.spine_f) or _folds(args.f), args.chk)
+    try:
+        predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
+                                                       _folds(args.spine_f) or _folds(args.f), args.chk)
+    except (ModelFolderError, FileNotFoundError, RuntimeError, KeyError) as e:
+        if args.verbose:
+            raise
+        raise SystemExit(f"vertkd_predict: cannot load the model: {type(e).__name__}: {e}")
     summary = predictor.predict_from_files(inputs, args.o, overwrite=args.overwrite, save_preview=args.save_preview,
                                            save_spine=args.save_spine, num_parts=args.num_parts,
                                            part_id=args.part_id)
