@@ -30,7 +30,7 @@ from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebr
 from nnunet_vertkd.inference.model_loading import LoadedModel, PatchPredictor, load_vertebra_model
 from nnunet_vertkd.inference.outputs import (CaseOutputs, case_files, list_input_cases, write_case_outputs)
 from nnunet_vertkd.inference.spine_location import SpineModel, spine_probability
-from nnunet_vertkd.orientation import _array_axis_of, orientation_of
+from nnunet_vertkd.orientation import orientation_of
 
 LabelMapping = Union[None, Dict[int, int], Callable[[np.ndarray, dict], Tuple[np.ndarray, str]]]
 
@@ -125,8 +125,7 @@ class VertKDPredictor:
 
         t = time.perf_counter()
         start_prob, spine_raw, spine_source = spine_probability(data_raw, raw_props, pp_props, pm.transpose_forward,
-                                                                ct_pp.shape, self.spine_model) \
-            if self.spine_model is not None else self._heuristic_spine(data_raw, raw_props, pp_props, ct_pp.shape)
+                                                                ct_pp.shape, self.spine_model, m.orientation)
         seconds["spine"] = time.perf_counter() - t
         if float(start_prob.max()) < self.settings.START_THRESHOLD:
             raise InputError(case, f"no spine found (spine probability never reaches "
@@ -179,14 +178,6 @@ class VertKDPredictor:
             result.preview_labels_kji = labels_raw
             result.preview_spacing_kji = tuple(raw_props["spacing"])
         return result
-
-    def _heuristic_spine(self, data_raw, raw_props, pp_props, shape):
-        from nnunet_vertkd.inference.spine_location import heuristic_spine_mask, to_preprocessed_space
-        lr_axis, _ = _array_axis_of(self.model.orientation, "LR")
-        si_axis, _ = _array_axis_of(self.model.orientation, "IS")
-        raw = heuristic_spine_mask(data_raw[0], raw_props["spacing"], lr_axis, si_axis).astype(np.float32)
-        pp = to_preprocessed_space(raw, pp_props, self.model.plans_manager.transpose_forward, shape)
-        return pp, raw, "heuristic"
 
     def _map_labels(self, labels: np.ndarray, record: dict) -> Tuple[np.ndarray, str]:
         """Hook for anatomical labels (a later issue): sequential 1..N from the top unless a mapping is given."""

@@ -120,12 +120,20 @@ def to_preprocessed_space(arr_raw: np.ndarray, properties: dict, transpose_forwa
 
 
 def spine_probability(data_raw: np.ndarray, raw_properties: dict, pp_properties: dict, transpose_forward,
-                      target_shape, spine_model: Optional[SpineModel]) -> Tuple[np.ndarray, np.ndarray, str]:
-    """(probability in preprocessed space, probability in raw space, source name) for one image."""
+                      target_shape, spine_model: Optional[SpineModel], orientation: str = "LPI"
+                      ) -> Tuple[np.ndarray, np.ndarray, str]:
+    """(probability in preprocessed space, probability on the raw (reoriented) grid, source) for one image.
+
+    ``data_raw``: (1, z, y, x) HU array of the image in ``orientation`` (the model's), ``raw_properties`` as from
+    SimpleITKIO, ``pp_properties`` from the vertebra preprocessor. source: "model" or "heuristic".
+    """
     if spine_model is not None:
         raw = spine_model.probability_raw(data_raw, raw_properties)
         source = "model"
     else:
-        raw = heuristic_spine_mask(data_raw[0], raw_properties["spacing"]).astype(np.float32)
+        from nnunet_vertkd.orientation import _array_axis_of
+        lr_axis, _ = _array_axis_of(orientation, "LR")
+        si_axis, _ = _array_axis_of(orientation, "IS")
+        raw = heuristic_spine_mask(data_raw[0], raw_properties["spacing"], lr_axis, si_axis).astype(np.float32)
         source = "heuristic"
     return to_preprocessed_space(raw, pp_properties, transpose_forward, target_shape), raw, source
