@@ -1,6 +1,5 @@
 """vertkd_convert_verse on hand-built VerSe trees and on the real samples (../shared/data/verse_sample)."""
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import CentroidFileError, centroids_from_mask, read_centroids, write_centroids
-from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_LABEL_NAMES, VERSE_TO_NNUNET
+from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, orientation_of, to_canonical
 
 from .verse_discovery import TEST, CaseSource
@@ -173,7 +173,7 @@ def mask_to_nnunet_labels(mask_kji: np.ndarray, mask_path: str, warnings: List[s
     kept = [v for v in values if v in VERSE_TO_NNUNET]
     if not kept:
         raise CaseError(f"{mask_path}: empty mask (no vertebra labels)")
-    return lut[mask_kji.astype(np.int64)]
+    return lut[mask_kji.astype(np.uint8)]  # all values are in 0..28 here
 
 
 # ------------------------------------------------------------------------------------------ resampling
