@@ -1,6 +1,4 @@
 """vertkd_predict: bad inputs, -part_id/-num_parts, no overwrite, atomic outputs, the real VerSe samples."""
-import os
-import shutil
 
 import numpy as np
 import pytest
