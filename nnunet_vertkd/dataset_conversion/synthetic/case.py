@@ -52,7 +52,7 @@ def sample_scan(rng: np.random.Generator, scale: float, fov: Optional[str] = Non
     left-right only (3 mm axial slices would swallow the scaled-down discs) and 0.8 mm in-plane is rarer."""
     fov = fov or str(rng.choice(FOV_KINDS))
     orientation = orientation or str(rng.choice(ORIENTATIONS, p=[0.35, 0.2, 0.2, 0.1, 0.1, 0.05]))
-    drawn = rng.choice(SPACING_KINDS, p=[0.4, 0.35, 0.25] if scale >= 0.75 else [0.5, 0.35, 0.15])
+    drawn = rng.choice(SPACING_KINDS, p=[0.4, 0.35, 0.25] if scale >= 0.75 else [0.6, 0.25, 0.15])
     drawn_acq = str(rng.choice(["ax", "sag"]))
     if spacing is None:
         spacing = str(drawn)

@@ -104,10 +104,10 @@ def draw_soft_tissue(patient: Patient, grid: Grid, rng: np.random.Generator) -> 
     trunk = _smoothstep(-z, -zpos[7], -zpos[9])
     head = _smoothstep(z, zpos[1] + 5 * s, zpos[1] + 40 * s)
     A = (1 - trunk) * t["neck_r"] + trunk * t["trunk_a"]
-    B = (1 - trunk) * t["neck_r"] + trunk * t["trunk_b"]
+    B = (1 - trunk) * t["neck_r"] * 1.15 + trunk * t["trunk_b"]
     A = (1 - head) * A + head * 75 * s
     B = (1 - head) * B + head * 80 * s
-    y_skin = pz["y"] + pz["post"] + t["post_soft"] * (0.6 + 0.4 * trunk)
+    y_skin = pz["y"] + pz["post"] + t["post_soft"] * (0.3 + 0.7 * trunk)
     y0 = y_skin - B
 
     def col(a):
@@ -126,7 +126,7 @@ def draw_soft_tissue(patient: Patient, grid: Grid, rng: np.random.Generator) -> 
     if 11 in zpos:
         on = ((z <= zpos[1]) & (z >= zpos[11]))[:, None, None]
         ar = 8 * s
-        ct[((dx ** 2 + (dy + col(pz["D"] / 2) + ar + 6 * s) ** 2) <= ar ** 2) & on] = AIR
+        ct[((dx ** 2 + (dy + col(pz["D"] / 2) + ar + 4 * s) ** 2) <= ar ** 2) & on & (re < 1)] = AIR
     # spinal canal
     cy = col(pz["D"] / 2 + pz["canal_d"] / 2)
     canal = (dx / col(pz["canal_w"] * 0.45)) ** 2 + ((dy - cy) / col(pz["canal_d"] * 0.45)) ** 2 <= 1
