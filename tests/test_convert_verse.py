@@ -384,4 +384,4 @@ def test_real_samples(tmp_path, dirs, verse_sample_dir, capsys):
         verse_sample_dir / "dataset-verse19training/derivatives/sub-verse005/sub-verse005_seg-vert_msk.nii.gz")), "LPI"))
     _, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse005.nii.gz")
     np.testing.assert_array_equal(arr, np.vectorize(lambda v: VERSE_TO_NNUNET.get(int(v), 0))(src))
-    verify(dirs["raw"] / V, fork=False)
+    verify(dirs["raw"] / V)  # the spawn-pool original runs in tests/test_convert_verse_e2e.py
