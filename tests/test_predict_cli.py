@@ -179,3 +179,18 @@ def test_real_verse_samples_run_through(model, tmp_path, verse_sample_dir):
             assert record["spine_source"] == ("model" if spine_args else "heuristic")
             assert set(record["seconds"]) >= {"load", "read", "preprocess", "spine", "iterative", "export"}
             assert (out / f"{case}_snp.png").exists() and (out / f"{case}_spine.nii.gz").exists()
+
+
+def test_loop_settings_from_the_command_line(model, tmp_path):
+    import json
+    ct, _ = h.phantom(n_blocks=4)
+    write(ct, tmp_path / "a.nii.gz")
+    out = tmp_path / "out"
+    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", "MAX_VERTEBRAE=2",
+                "--setting", "accept_unconverged=false"]) == 0
+    record = json.loads((out / "a_record.json").read_text())
+    assert record["n_vertebrae"] == 2 and record["stop_reason"] == "max_vertebrae"
+    assert record["settings"]["MAX_VERTEBRAE"] == 2 and record["settings"]["ACCEPT_UNCONVERGED"] is False
+    for bad in ("NO_SUCH=1", "MAX_VERTEBRAE=many", "ACCEPT_UNCONVERGED=maybe", "MAX_VERTEBRAE"):
+        with pytest.raises(SystemExit, match="--setting"):
+            run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", bad])

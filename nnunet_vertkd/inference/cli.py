@@ -62,8 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: all cores available to this process)")
     p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
     p.add_argument("-num_parts", type=int, default=1, help="into how many parts the sorted case list is split")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a setting of the iterative loop (IterativeSettings field, value in voxels of the "
+                        "model's preprocessed space), e.g. --setting MIN_START_FRAGMENT_VOXELS=200; repeatable. "
+                        "Defaults: the 1 mm values of docs/inference.md scaled to the model's spacing")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failed cases")
     return p
+
+
+def parse_settings(items: List[str]) -> dict:
+    """['NAME=VALUE', ...] -> {NAME: typed value} for IterativeSettings."""
+    import dataclasses
+    import typing
+    from nnunet_vertkd.inference.iterative import IterativeSettings
+    fields = {f.name: f for f in dataclasses.fields(IterativeSettings)}
+    hints = typing.get_type_hints(IterativeSettings)
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().upper()
+        if not sep or name not in fields:
+            raise SystemExit(f"--setting {item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        hint = hints[name]
+        if value.strip().lower() == "none" and type(None) in getattr(hint, "__args__", ()):
+            out[name] = None
+            continue
+        base = next((t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)), str)
+        try:
+            if base is bool:
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[name] = value.strip().lower() in ("true", "1")
+            else:
+                out[name] = base(value)
+        except ValueError:
+            raise SystemExit(f"--setting {item!r}: {value!r} is not a valid {base.__name__}")
+    return out
 
 
 def resolve_model_folder(dataset: Optional[str], trainer: str, plans: str, configuration: str,
@@ -91,6 +125,7 @@ def resolve_model_folder(dataset: Optional[str], trainer: str, plans: str, confi
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    parse_settings(args.setting)  # fail early on a bad --setting
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
         raise SystemExit(f"-part_id must be in [0, -num_parts), got {args.part_id} and {args.num_parts}")
     from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
@@ -116,7 +151,8 @@ def main(argv=None) -> int:
     inputs = args.i[0] if len(args.i) == 1 and os.path.isdir(args.i[0]) else args.i
 
     predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
-                                verbose=args.verbose, num_threads=args.num_threads)
+                                verbose=args.verbose, num_threads=args.num_threads,
+                                settings_overrides=parse_settings(args.setting))
     try:
         predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
                                                        _folds(args.spine_f) or _folds(args.f), args.chk)

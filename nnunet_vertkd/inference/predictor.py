@@ -12,6 +12,7 @@ See docs/inference.md for the outputs and the record.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 import traceback
@@ -59,11 +60,13 @@ class VertKDPredictor:
     def __init__(self, device: torch.device = torch.device("cpu"), use_mirroring: bool = True,
                  perform_everything_on_device: bool = True, verbose: bool = False,
                  settings: Optional[IterativeSettings] = None, num_threads: Optional[int] = None,
-                 allow_tqdm: bool = True, label_mapping: LabelMapping = None):
+                 allow_tqdm: bool = True, label_mapping: LabelMapping = None,
+                 settings_overrides: Optional[Dict[str, object]] = None):
         """settings: loop settings in voxels of the model's preprocessed space; None = the 1 mm defaults of
         ``IterativeSettings`` scaled to the model's spacing. label_mapping: None keeps sequential labels 1..N
         from the top; a dict {sequential: label} or a callable(instances_zyx, record) -> (relabelled, name)
-        for anatomical labels (recorded under "labels")."""
+        for anatomical labels (recorded under "labels"). settings_overrides: {IterativeSettings field: value}
+        applied after the scaling (values in voxels of the preprocessed space)."""
         if isinstance(device, str):
             device = torch.device(device)
         self.device = device
@@ -71,6 +74,11 @@ class VertKDPredictor:
         self.perform_everything_on_device = perform_everything_on_device and device.type == "cuda"
         self.verbose = verbose
         self.user_settings = settings
+        self.settings_overrides = dict(settings_overrides or {})
+        unknown = set(self.settings_overrides) - set(IterativeSettings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown loop settings {sorted(unknown)}; known: "
+                             f"{sorted(IterativeSettings.__dataclass_fields__)}")
         self.allow_tqdm = allow_tqdm
         self.label_mapping = label_mapping
         self.num_threads = num_threads or default_num_threads()
@@ -98,6 +106,8 @@ class VertKDPredictor:
                                           self.device, self.use_mirroring, self.verbose)
         spacing = self.model.configuration_manager.spacing
         self.settings = self.user_settings or IterativeSettings().scaled_to_spacing(spacing)
+        if self.settings_overrides:
+            self.settings = dataclasses.replace(self.settings, **self.settings_overrides)
         self.load_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ one image
