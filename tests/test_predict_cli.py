@@ -194,3 +194,11 @@ def test_loop_settings_from_the_command_line(model, tmp_path):
     for bad in ("NO_SUCH=1", "MAX_VERTEBRAE=many", "ACCEPT_UNCONVERGED=maybe", "MAX_VERTEBRAE"):
         with pytest.raises(SystemExit, match="--setting"):
             run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", bad])
+
+
+def test_output_never_replaces_the_input(model, tmp_path):
+    ct, _ = h.phantom(n_blocks=2)
+    path = write(ct, tmp_path / "a.nii.gz")
+    before = (tmp_path / "a.nii.gz").read_bytes()
+    assert run(["-i", path, "-o", str(tmp_path), "-m", model, "--overwrite"]) == 1
+    assert (tmp_path / "a.nii.gz").read_bytes() == before

@@ -217,6 +217,11 @@ class VertKDPredictor:
             summary["failed"].update(failed)
         for case, path in tqdm(cases, desc="cases", unit="case", disable=not self.allow_tqdm):
             files = case_files(output_folder, case, path)
+            if os.path.abspath(files.instances) == os.path.abspath(path):
+                summary["failed"][case] = (f"{case}: the output {files.instances} would replace the input; "
+                                           f"use another output folder")
+                tqdm.write(f"FAILED {summary['failed'][case]}")
+                continue
             if not overwrite and os.path.exists(files.instances):
                 summary["skipped_existing"].append(case)
                 tqdm.write(f"{case}: {files.instances} exists, skipped (use --overwrite to replace it)")
