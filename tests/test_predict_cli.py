@@ -202,3 +202,13 @@ def test_output_never_replaces_the_input(model, tmp_path):
     before = (tmp_path / "a.nii.gz").read_bytes()
     assert run(["-i", path, "-o", str(tmp_path), "-m", model, "--overwrite"]) == 1
     assert (tmp_path / "a.nii.gz").read_bytes() == before
+
+
+def test_suspicious_but_accepted_intensities_are_recorded(model, tmp_path):
+    import json
+    ct, _ = h.phantom(n_blocks=2)
+    shifted = sitk.Cast(ct, sitk.sitkInt16) + 1024  # stored without the rescale offset: no negative values
+    write(shifted, tmp_path / "a.nii.gz")
+    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", model]) == 0
+    record = json.loads((tmp_path / "out" / "a_record.json").read_text())
+    assert any("1024" in w for w in record["input_warnings"])

@@ -106,12 +106,25 @@ def check_intensities(array: np.ndarray, case: str) -> None:
                                f"not a CT in HU (or it is empty)")
 
 
+def intensity_warnings(array: np.ndarray) -> list:
+    """Accepted but suspicious intensities (recorded in the case record under "input_warnings")."""
+    lo, hi = float(array.min()), float(array.max())
+    warnings = []
+    if lo >= 0:
+        warnings.append(f"minimum intensity {lo:g} >= 0: no air in HU (-1000); if the values are stored without "
+                        f"the rescale offset (HU = value - 1024), convert them first")
+    if hi > 10000:
+        warnings.append(f"maximum intensity {hi:g} > 10000 HU: metal or a wrong rescale slope")
+    return warnings
+
+
 def check_image(image: sitk.Image, case: str) -> np.ndarray:
-    """All checks on an in-memory image; returns its array ([k, j, i]) for reuse."""
+    """All checks on an in-memory image; returns a read-only view of its array ([k, j, i]), valid while the
+    image lives."""
     check_geometry(image, case)
     array = sitk.GetArrayViewFromImage(image)
     check_intensities(array, case)
-    return sitk.GetArrayFromImage(image)
+    return array
 
 
 def load_and_check(path: str, case: str) -> sitk.Image:

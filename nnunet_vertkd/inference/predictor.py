@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from nnunet_vertkd.centroids import centroids_from_mask
 from nnunet_vertkd.inference import geometry
-from nnunet_vertkd.inference.input_checks import InputError, check_image, read_image
+from nnunet_vertkd.inference.input_checks import InputError, check_image, intensity_warnings, read_image
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
 from nnunet_vertkd.inference.model_loading import LoadedModel, PatchPredictor, load_vertebra_model
 from nnunet_vertkd.inference.outputs import (CaseOutputs, case_files, list_input_cases, write_case_outputs)
@@ -124,7 +124,7 @@ class VertKDPredictor:
         pm, cm = m.plans_manager, m.configuration_manager
         seconds = {}
         t = time.perf_counter()
-        check_image(image, case)
+        input_warnings = intensity_warnings(check_image(image, case))
         reoriented = geometry.reorient(image, m.orientation)
         data_raw, raw_props = geometry.nnunet_input(reoriented)
         preprocessor = cm.preprocessor_class(verbose=False)
@@ -157,7 +157,7 @@ class VertKDPredictor:
         record = {"case": case, "n_vertebrae": res.n_vertebrae, "n_network_calls": res.n_network_calls,
                   "stop_reason": res.stop_reason, "iterations_per_vertebra": res.iterations_per_vertebra,
                   "converged": [v.converged for v in res.vertebrae], "spine_source": spine_source,
-                  "labels": "sequential"}
+                  "labels": "sequential", "input_warnings": input_warnings}
         labels_raw, record["labels"] = self._map_labels(labels_raw, record)
         max_label = int(labels_raw.max()) if labels_raw.size else 0
         labels_raw = labels_raw.astype(geometry.label_dtype(max_label))
