@@ -183,10 +183,13 @@ class VertKDPredictor:
                         **{k: round(v, 4) for k, v in seconds.items()}},
         })
         result = CaseResult(instances, centroids, record, spine_img)
-        if want_preview:
-            result.preview_ct_kji = data_raw[0]
-            result.preview_labels_kji = labels_raw
-            result.preview_spacing_kji = tuple(raw_props["spacing"])
+        if want_preview:  # the preview wants LPI arrays (index 0 of axis 0 = superior)
+            ct_img, lab_img = reoriented, geometry.array_to_image_like(labels_raw, reoriented)
+            if m.orientation != "LPI":
+                ct_img, lab_img = geometry.reorient(ct_img, "LPI"), geometry.reorient(lab_img, "LPI")
+            result.preview_ct_kji = sitk.GetArrayFromImage(ct_img) if ct_img is not reoriented else data_raw[0]
+            result.preview_labels_kji = sitk.GetArrayFromImage(lab_img)
+            result.preview_spacing_kji = tuple(ct_img.GetSpacing()[::-1])
         return result
 
     def _map_labels(self, labels: np.ndarray, record: dict) -> Tuple[np.ndarray, str]:
