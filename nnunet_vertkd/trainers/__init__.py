@@ -11,6 +11,7 @@ from nnunet_vertkd.trainers.spine import VertKDSpineTrainer  # noqa: F401
 from nnunet_vertkd.trainers.variants import (  # noqa: F401
     VertKDSpineTrainer_5epochs, VertKDSpineTrainer_debug, VertKDStudentTrainer_5epochs, VertKDStudentTrainer_debug,
     VertKDStudentTrainer_logitsDistMap_debug, VertKDStudentTrainer_logits_debug, VertKDStudentTrainer_scratch_debug,
-    VertKDTeacherTrainer_5epochs, VertKDTeacherTrainer_debug, VertKDTeacherTrainer_noDataProcessing_debug)
+    VertKDTeacherTrainer_5epochs, VertKDTeacherTrainer_debug, VertKDTeacherTrainer_nnUNetTopology_debug,
+    VertKDTeacherTrainer_noDataProcessing_debug)
 
 __all__ = [name for name in dir() if name.startswith("VertKD")]

@@ -3,7 +3,8 @@ from nnunet_vertkd.trainers.spine import VertKDSpineTrainer
 from nnunet_vertkd.trainers.student import (
     VertKDStudentTrainer, VertKDStudentTrainer_logits, VertKDStudentTrainer_logitsDistMap,
     VertKDStudentTrainer_scratch)
-from nnunet_vertkd.trainers.teacher import VertKDTeacherTrainer, VertKDTeacherTrainer_noDataProcessing
+from nnunet_vertkd.trainers.teacher import (
+    VertKDTeacherTrainer, VertKDTeacherTrainer_nnUNetTopology, VertKDTeacherTrainer_noDataProcessing)
 
 
 class _DebugSchedule:
@@ -62,4 +63,8 @@ class VertKDStudentTrainer_5epochs(_FiveEpochs, VertKDStudentTrainer):
 
 
 class VertKDSpineTrainer_5epochs(_FiveEpochs, VertKDSpineTrainer):
+    pass
+
+
+class VertKDTeacherTrainer_nnUNetTopology_debug(_DebugSchedule, VertKDTeacherTrainer_nnUNetTopology):
     pass

@@ -81,9 +81,36 @@ def write_tiny_vertebra_dataset(nnunet_raw: Path, dataset_id: int = 990, first_l
 def plan_and_preprocess(dataset_id: int, env: dict) -> None:
     """Run the stock ``nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres -np 1`` with ``env``."""
     exe = Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"
+    env = dict(env)
+    if env.get("nnUNet_n_proc_DA") == "0":  # the planner calls torch.set_num_threads(n_proc_DA), which needs >= 1
+        env["nnUNet_n_proc_DA"] = "1"
     subprocess.run([str(exe), "-d", str(dataset_id), "-c", "3d_fullres", "-np", "1"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
     write_tiny_vertebra_dataset(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 990)
+
+
+def write_tiny_spine_dataset(nnunet_raw: Path, dataset_id: int = 991, first_labels: Sequence[int] =
+                             DEFAULT_FIRST_LABELS, n_vertebrae: int = 5, seed: int = 0,
+                             spacing_mm: float = 1.0) -> Path:
+    """Spine dataset of the same tiny cases: label 1 = union of the vertebrae (dataset.json kind "spine")."""
+    rng = np.random.default_rng(seed)
+    folder = Path(nnunet_raw) / f"Dataset{dataset_id:03d}_TinySpine"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for c, first in enumerate(first_labels):
+        ct, seg = make_case(first, n_vertebrae, rng)
+        case = f"tiny{c:03d}"
+        sitk.WriteImage(_to_image(ct, spacing_mm), str(folder / "imagesTr" / f"{case}_0000.nii.gz"))
+        sitk.WriteImage(_to_image((seg > 0).astype(np.uint8), spacing_mm), str(folder / "labelsTr" / f"{case}.nii.gz"))
+    dataset_json: Dict = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "spine": 1},
+        "numTraining": len(first_labels),
+        "file_ending": ".nii.gz",
+        DATASET_JSON_KEY: {"kind": "spine", "orientation": CANONICAL_ORIENTATION, "spacing_mm": spacing_mm},
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return folder
