@@ -48,6 +48,17 @@ def test_env_var_file_fold_folder_and_model_folder(tmp_path):
     assert _find(tmp_path, {TEACHER_ENV: str(ckpt)}, fold=3) == ckpt
 
 
+def test_plans_key_used_when_env_var_unset(tmp_path):
+    ckpt = _make(tmp_path / "plans_teacher" / "fold_0")
+    assert find_teacher_checkpoint(str(tmp_path), DS, PLANS, CONF, 0, environ={},
+                                   plans_teacher=str(ckpt.parent.parent)) == ckpt
+    other = _make(tmp_path / "env_teacher")
+    assert find_teacher_checkpoint(str(tmp_path), DS, PLANS, CONF, 0, environ={TEACHER_ENV: str(other)},
+                                   plans_teacher=str(ckpt)) == other
+    with pytest.raises(TeacherNotFoundError, match="vertkd_teacher"):
+        find_teacher_checkpoint(str(tmp_path), DS, PLANS, CONF, 0, environ={}, plans_teacher=str(tmp_path / "x"))
+
+
 def test_env_var_pointing_nowhere(tmp_path):
     bad = tmp_path / "nope" / "checkpoint_final.pth"
     with pytest.raises(TeacherNotFoundError) as e:

@@ -14,7 +14,7 @@ import torch
 from nnunet_vertkd.trainers.losses.distillation import logit_matching_loss, soft_output_kd_loss
 from nnunet_vertkd.trainers.network import STUDENT_FEATURES
 from nnunet_vertkd.trainers.teacher_discovery import (
-    DEFAULT_TEACHER_TRAINER, find_teacher_checkpoint, load_teacher_network)
+    DEFAULT_TEACHER_TRAINER, PLANS_KEY, find_teacher_checkpoint, load_teacher_network)
 from nnunet_vertkd.trainers.vertkd_trainer import VertKDTrainerBase
 
 
@@ -35,7 +35,8 @@ class VertKDStudentTrainer(VertKDTrainerBase):
     def load_teacher(self):
         path = find_teacher_checkpoint(os.environ.get("nnUNet_results"), self.plans_manager.dataset_name,
                                        self.plans_manager.plans_name, self.configuration_name, self.fold,
-                                       self.teacher_trainer_name)
+                                       self.teacher_trainer_name,
+                                       plans_teacher=self.plans_manager.plans.get(PLANS_KEY))
         self.teacher, self.teacher_info = load_teacher_network(path, self.device)
         t_patch = (self.teacher_info.get("vertkd") or {}).get("patch_size")
         self.print_to_log_file(f"Teacher: {path} (trainer {self.teacher_info['trainer_name']}, epoch "

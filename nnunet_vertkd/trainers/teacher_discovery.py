@@ -3,7 +3,8 @@
 Order of precedence:
 1. ``$VERTKD_TEACHER`` (``TEACHER_ENV``): a checkpoint file, a fold folder holding checkpoint_final.pth /
    checkpoint_best.pth, or a model folder ({Trainer}__{plans}__{configuration}) holding fold_{F}/.
-2. The default: the model trained by ``teacher_trainer_name`` (class attribute of the student; default
+2. The plans key ``"vertkd_teacher"`` (``PLANS_KEY``, top level of the plans file given with -p), same forms.
+3. The default: the model trained by ``teacher_trainer_name`` (class attribute of the student; default
    ``VertKDTeacherTrainer``) on the same dataset, plans and configuration, same fold:
    $nnUNet_results/{dataset}/{teacher_trainer_name}__{plans}__{configuration}/fold_{F}/checkpoint_final.pth,
    else checkpoint_best.pth in the same folder.
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 TEACHER_ENV = "VERTKD_TEACHER"
+PLANS_KEY = "vertkd_teacher"
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 DEFAULT_TEACHER_TRAINER = "VertKDTeacherTrainer"
 
@@ -50,12 +52,16 @@ def _candidates(folder: Path, fold) -> List[Path]:
 
 def find_teacher_checkpoint(nnunet_results: Optional[str], dataset_name: str, plans_name: str, configuration: str,
                             fold, teacher_trainer_name: str = DEFAULT_TEACHER_TRAINER,
-                            environ: Optional[dict] = None) -> Path:
-    """Path of the teacher checkpoint (see the module docstring). Raises ``TeacherNotFoundError``."""
+                            environ: Optional[dict] = None, plans_teacher: Optional[str] = None) -> Path:
+    """Path of the teacher checkpoint (see the module docstring). ``plans_teacher``: the plans' "vertkd_teacher"
+    value, if any. Raises ``TeacherNotFoundError``."""
     environ = os.environ if environ is None else environ
     train_cmd = (f"nnUNetv2_train {dataset_name} {configuration} {fold} -tr {teacher_trainer_name} "
                  f"-p {plans_name}")
     override = environ.get(TEACHER_ENV, "").strip()
+    source = TEACHER_ENV
+    if not override and plans_teacher:
+        override, source = str(plans_teacher).strip(), f"plans key '{PLANS_KEY}'"
     if override:
         p = Path(override).expanduser()
         if p.is_file():
@@ -66,8 +72,8 @@ def find_teacher_checkpoint(nnunet_results: Optional[str], dataset_name: str, pl
                     return c
         looked = [str(p)] + ([str(c) for c in _candidates(p, fold)] if p.is_dir() else [])
         raise TeacherNotFoundError(
-            f"{TEACHER_ENV}={override} does not point to a teacher checkpoint. Looked for: {', '.join(looked)}. "
-            f"Set {TEACHER_ENV} to a checkpoint file (e.g. .../fold_{fold}/checkpoint_final.pth), a fold folder or a "
+            f"{source}={override} does not point to a teacher checkpoint. Looked for: {', '.join(looked)}. "
+            f"Set {TEACHER_ENV} (or the plans key '{PLANS_KEY}') to a checkpoint file (e.g. .../fold_{fold}/checkpoint_final.pth), a fold folder or a "
             f"model folder containing fold_{fold}/, or unset it to use the default teacher ({train_cmd}).")
     if not nnunet_results:
         raise TeacherNotFoundError(

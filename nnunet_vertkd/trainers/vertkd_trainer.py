@@ -67,6 +67,14 @@ class VertKDSegmentationLoss:
         return f"VertKDSegmentationLoss(lessmann, ds_weights={self.ds_weights})"
 
 
+def freeze_unused_deep_supervision_heads(network: VertKDUNet) -> None:
+    """Without deep supervision the lower-resolution 1x1x1 heads never get a gradient; DDP (no
+    find_unused_parameters, as nnU-Net wraps it) fails on parameters that require grad but get none, so they
+    are frozen. They stay in the state dict, so checkpoints load with deep supervision on or off."""
+    for head in network.decoder.seg_layers[:-1]:
+        head.requires_grad_(False)
+
+
 class VertKDTrainerBase(nnUNetTrainer):
     # ---------------- model ----------------
     vertkd_role = "vertebra"
@@ -146,7 +154,10 @@ class VertKDTrainerBase(nnUNetTrainer):
         if cls.network_topology == "nnunet_planned":
             return build_planned_network_with_memory(plans_manager, configuration_manager, 2, 1,
                                                      enable_deep_supervision)
-        return VertKDUNet(2, 1, cls.features, deep_supervision=enable_deep_supervision)
+        network = VertKDUNet(2, 1, cls.features, deep_supervision=enable_deep_supervision)
+        if not enable_deep_supervision:
+            freeze_unused_deep_supervision_heads(network)
+        return network
 
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
