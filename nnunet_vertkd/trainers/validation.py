@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
-from nnunet_vertkd.trainers.common import to_builtin
+from nnunet_vertkd.trainers.common import to_builtin, unwrap_network
 
 SUMMARY_METRICS = ("dice_mean", "hd_mean_mm", "assd_ref_to_pred_mean_mm", "assd_pred_to_ref_mean_mm",
                    "failure_rate", "id_rate", "d_mean_mm")
@@ -88,7 +88,8 @@ def run_iterative_validation(trainer) -> Dict:
     settings = IterativeSettings().scaled_to_spacing(spacing)
     overrides = dict(getattr(trainer, "validation_iterative_overrides", None) or {})
     settings = dataclasses.replace(settings, **overrides)
-    predict_patch = make_predict_patch(trainer.network, trainer.device)
+    # the plain module (not DDP/compiled): ranks validate different cases, so no collective calls per forward
+    predict_patch = make_predict_patch(unwrap_network(trainer), trainer.device)
 
     per_case = []
     for k in dataset.identifiers:
