@@ -21,14 +21,19 @@ TEACHER = "VertKDTeacherTrainer_debug"
 STUDENT = "VertKDStudentTrainer_debug"
 
 
-def _train(trainer, env):
+def _train(trainer, env, *extra):
     exe = Path(sys.executable).parent / "nnUNetv2_train"
-    return subprocess.run([str(exe), str(DATASET_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu"],
+    return subprocess.run([str(exe), str(DATASET_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu", *extra],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
 def _fold(env, trainer):
     return Path(env["nnUNet_results"]) / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_all"
+
+
+def _latest_log(fold):
+    """The newest training log (a failed earlier run leaves its own log in the same folder)."""
+    return max(fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime).read_text()
 
 
 def _load_checkpoint_into_network(path):
@@ -78,7 +83,7 @@ def test_teacher_then_student_with_stock_nnunetv2_train(nnunet_env):
         with torch.no_grad():
             assert net(torch.zeros(1, 2, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
 
-        log = next(fold.glob("training_log_*.txt")).read_text()
+        log = _latest_log(fold)
         lines = [ln for ln in log.splitlines() if "train_seg_loss" in ln]
         assert len(lines) == 2 and all("train_kd_loss" in ln for ln in lines)
         kd = [float(ln.split("train_kd_loss")[1].split()[0]) for ln in lines]
@@ -88,12 +93,28 @@ def test_teacher_then_student_with_stock_nnunetv2_train(nnunet_env):
         assert len(summary["metric_per_case"]) == 5
         assert "dice_mean" in summary["mean"] and "per_vertebra" in summary["metric_per_case"][0]["metrics"]
 
-    student_log = next(_fold(env, STUDENT).glob("training_log_*.txt")).read_text()
+    student_log = _latest_log(_fold(env, STUDENT))
     assert f"Teacher: {_fold(env, TEACHER) / 'checkpoint_final.pth'}" in student_log
     student_ckpt = torch.load(str(_fold(env, STUDENT) / "checkpoint_final.pth"), map_location="cpu",
                               weights_only=False)
     assert student_ckpt["vertkd"]["teacher"]["trainer_name"] == TEACHER
     assert student_ckpt["vertkd"]["distillation"] == "soft_outputs"
+    # 4. resume (--c) after an "interruption" after epoch 0: checkpoint_latest as nnU-Net writes it then
+    fold = _fold(env, STUDENT)
+    ckpt = torch.load(str(fold / "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    ckpt["current_epoch"] = 1
+    ckpt["logging"] = {k: v[:1] for k, v in ckpt["logging"].items()}
+    torch.save(ckpt, str(fold / "checkpoint_latest.pth"))
+    (fold / "checkpoint_final.pth").unlink()
+    for log in fold.glob("training_log_*.txt"):
+        log.rename(log.with_suffix(".old"))
+    res = _train(STUDENT, env, "--c")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    log = _latest_log(fold)
+    assert "Epoch 1" in log and "Epoch 0" not in log and "Teacher: " in log
+    assert len([ln for ln in log.splitlines() if "train_kd_loss" in ln]) == 1
+    assert torch.load(str(fold / "checkpoint_final.pth"), map_location="cpu", weights_only=False)["current_epoch"] == 2
+
     # the teacher loads frozen, in eval mode, through the same path the student uses
     teacher, info = load_teacher_network(_fold(env, TEACHER) / "checkpoint_final.pth", torch.device("cpu"))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
