@@ -72,10 +72,13 @@ class VertKDDataLoader(nnUNetDataLoader):
 
     @property
     def rng(self) -> np.random.Generator:
-        # one generator per process: the augmenter forks workers, which must not share a stream
+        # one generator per process: the augmenter forks workers, which must not share a stream. The torch
+        # generator (batchgeneratorsv2's transforms draw from it) is reseeded too: forked workers inherit the
+        # parent's torch state and would otherwise apply identical intensity/mirror draws.
         if self._rng is None or self._rng_pid != os.getpid():
             self._rng = np.random.default_rng()
             self._rng_pid = os.getpid()
+            torch.manual_seed(int(self._rng.integers(2 ** 31)))
         return self._rng
 
     def seed(self, seed: int) -> None:
