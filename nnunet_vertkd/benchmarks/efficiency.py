@@ -416,9 +416,14 @@ def child_scan(spec: dict) -> dict:
                     patch_predictor(patch)  # the real network, for the timing; its output is not used
                     lab = np.rint(patch[0]).astype(np.int64)
                     free = (lab > 0) & (patch[1] < 0.5)
-                    if not free.any():
-                        return np.zeros(patch.shape[1:], np.float32)
-                    return (lab == int(lab[free].min())).astype(np.float32)
+                    in_patch = np.bincount(lab.ravel())
+                    not_in_memory = np.bincount(lab[free].ravel(), minlength=in_patch.size)
+                    # the topmost vertebra mostly not in memory (leftover specks of accepted vertebrae, which the
+                    # loop's largest-component selection leaves out of memory, are not "the next vertebra")
+                    for label in range(1, in_patch.size):
+                        if in_patch[label] and not_in_memory[label] > 0.5 * in_patch[label]:
+                            return (lab == label).astype(np.float32)
+                    return np.zeros(patch.shape[1:], np.float32)
                 loop_ct, mode = labels, "oracle"
             else:
                 from nnunet_vertkd.inference.spine_location import heuristic_spine_mask, to_preprocessed_space
