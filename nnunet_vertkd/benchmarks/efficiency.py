@@ -653,7 +653,7 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
             print(f"    {r['parameters']:,} parameters, {r['flops'] / 1e9:.2f} GFLOPs, "
                   f"{r['seconds_per_patch']['median']:.3f} s median, peak {r['peak_memory_mb']:.0f} MB", flush=True)
         if prepared is not None and not args.no_scan:
-            report["scan_info"] = prepared
+            report["scan_info"] = {k: v for k, v in prepared.items() if k not in ("image", "mask")}
             for name in args.nets:
                 print(f"[efficiency] whole scan with {name} ({args.scan_runs} run(s))", flush=True)
                 r = run_child({**base, "task": "scan", "net": name, "image": prepared["image"],

@@ -1,0 +1,75 @@
+"""Miniature of ``vertkd_benchmark efficiency`` (32^3 patches, 2 runs) on a tiny synthetic scan, CPU only."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_vertkd.benchmarks.cli import main
+from nnunet_vertkd.benchmarks.efficiency import NETS, build_net
+from nnunet_vertkd.trainers.network import STUDENT_FEATURES, TEACHER_FEATURES, VertKDUNet, count_parameters
+
+
+def _tiny_scan(folder):
+    """40x40x72 voxels at 1 mm (identity direction = LPS, so a higher k index is more superior) with three
+    box 'vertebrae' L1 (top), L2, L3 in VerSe labels 20-22 and soft tissue around them."""
+    ct = np.full((72, 40, 40), -1000, np.int16)  # [k, j, i]
+    ct[:, 5:35, 5:35] = 20
+    mask = np.zeros(ct.shape, np.uint8)
+    for n, label in enumerate((20, 21, 22)):
+        k_hi = 66 - n * 20
+        ct[k_hi - 16:k_hi, 12:28, 12:28] = 500
+        mask[k_hi - 16:k_hi, 12:28, 12:28] = label
+    paths = []
+    for arr, name in ((ct, "tiny_ct.nii.gz"), (mask, "tiny_seg-vert_msk.nii.gz")):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((1.0, 1.0, 1.0))
+        p = os.path.join(folder, name)
+        sitk.WriteImage(img, p)
+        paths.append(p)
+    return paths
+
+
+def test_efficiency_miniature(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    ct, mask = _tiny_scan(str(tmp_path))
+    out = tmp_path / "out"
+    main(["efficiency", "--patch", "32", "--runs", "2", "--threads", "1", "--out", str(out),
+          "--scan", ct, "--scan-mask", mask])
+    report = json.loads((out / "efficiency.json").read_text())
+    md = (out / "efficiency.md").read_text()
+
+    assert set(report["patch"]) == set(NETS)
+    for title in ("VertKD teacher", "VertKD student", "nnU-Net default"):
+        assert title in md
+    teacher, student, nnunet = (report["patch"][n] for n in NETS)
+    assert teacher["parameters"] == count_parameters(VertKDUNet(2, 1, TEACHER_FEATURES))
+    assert student["parameters"] == count_parameters(VertKDUNet(2, 1, STUDENT_FEATURES))
+    planned, _ = build_net("nnunet", str(out / "nnunet_plans_used.json"))
+    assert nnunet["parameters"] == count_parameters(planned)
+    assert all(r["flops"] > 0 for r in (teacher, student, nnunet))
+    assert teacher["flops"] > student["flops"]
+    assert teacher["parameters"] > student["parameters"]
+    for r in (teacher, student, nnunet):
+        t = r["seconds_per_patch"]
+        assert t["n"] == 2 and 0 < t["min"] <= t["median"] <= t["max"]
+        assert r["peak_memory_mb"] > 0
+    assert report["machine"]["torch"] and report["machine"]["cores_available"] >= 1
+
+    # whole scan: the oracle loop finds the three box vertebrae; nnU-Net's sliding window calls its network
+    for name in ("teacher", "student"):
+        s = report["scan"][name]
+        assert s["loop_mode"] == "oracle"
+        assert s["n_vertebrae_found"] == 3, s
+        assert s["n_network_calls"] >= 3 * 3  # at least N_CONVERGENCE_CENTRES calls per vertebra
+    assert report["scan"]["nnunet"]["n_network_calls"] >= 1
+    assert report["scan"]["nnunet"]["output_shape"][-3:] == list(reversed(report["scan_info"]["size_1mm"]))
+
+
+def test_efficiency_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["efficiency", "--help"])
+    assert e.value.code == 0
+    assert "--patch" in capsys.readouterr().out
