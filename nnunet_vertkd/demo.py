@@ -1,0 +1,216 @@
+"""``vertkd_demo``: the plugin's whole job on an embedded default, on synthetic data plus the real VerSe samples.
+
+generate synthetic VerSe scans -> convert them (and the real samples of ../shared/data/verse_sample, when
+present) -> nnU-Net plan + preprocess -> train a teacher, a distilled student and the spine model (short
+schedules) -> segment the held-out synthetic test scans and the real samples -> evaluate -> print the table and
+where the outputs are. Every step is the real console script (nnunet_vertkd/benchmarks/pipeline.py), run in a
+private nnU-Net environment under --out. Made for 2 CPU cores and about 15 minutes; see the end of its output for
+what such a short run can and cannot show.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from nnunet_vertkd.benchmarks.pipeline import (Pipeline, PipelineError, fmt_ms, real_sample_dir, summary_row,
+                                               verse_case_ids)
+
+DATASET_ID = 501
+SPINE_DATASET_ID = 502
+
+LIMITS = """\
+What this short CPU run shows, and what it cannot:
+  + every step of the real workflow runs end to end with the stock nnU-Net commands and the plugin's own
+    (generation, conversion incl. the real samples and the skipped-case report, planning, teacher training,
+    distillation into the student, spine model, iterative top-down prediction with masks, centroid files and
+    previews, VerSe metrics);
+  + the numbers above are real measurements of these models on held-out scans.
+  - each vertebra model saw {n_iter} training patches ({patch} voxels) from {n_train} synthetic scans at
+    {spacing} mm (the paper: 45 epochs x 2814 patches of 128^3 voxels at 1 mm from VerSe): expect low Dice, missed and merged vertebrae, and poor results
+    on the real scans, which differ from the synthetic ones. This is a smoke test of the pipeline, not a
+    measure of the method's accuracy, and teacher vs. student here says nothing about distillation.
+  - for that: `vertkd_benchmark study --scale gpu` (docs/benchmarks.md) or train on VerSe following the README.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vertkd_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: vertkd_demo --out vertkd_demo_output      (about 15 minutes on 2 CPU cores)")
+    p.add_argument("--out", default="vertkd_demo_output", help="output folder (default: %(default)s); refused if "
+                                                               "it exists and is not empty, unless --overwrite "
+                                                               "or --resume")
+    p.add_argument("--cases", type=int, default=8, help="synthetic scans to generate (default: %(default)s; about "
+                                                        "60%% training, 20%% validation, 20%% test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the training (default: 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: %(default)s)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the intermediate data (synthetic tree, nnUNet_preprocessed); default: delete them "
+                        "at the end and keep the raw datasets, models, predictions and evaluations")
+    p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
+    p.add_argument("--resume", action="store_true", help="continue a run in --out (finished steps are skipped)")
+    p.add_argument("--no-real", action="store_true", help="do not use the real VerSe samples")
+    adv = p.add_argument_group("advanced (defaults are the embedded demo)")
+    adv.add_argument("--synthetic-scale", type=float, default=1.0, help="vertkd_make_synthetic --scale (default: 1.0)")
+    adv.add_argument("--spacing-mm", type=float, default=3.0,
+                     help="conversion spacing (default: 3.0, with 32^3 patches = a 96 mm field of view)")
+    adv.add_argument("--schedule", default="demo",
+                     help="trainer variant suffix from nnunet_vertkd/benchmarks/trainer_variants.py "
+                          "(default: demo; studyMini = a few iterations, for tests)")
+    adv.add_argument("--threads", type=int, default=None, help="OMP/torch threads per process")
+    return p
+
+
+def _step(n: int, total: int, text: str) -> None:
+    print(f"\n=== [{n}/{total}] {text} ===", flush=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out).resolve()
+    if out.exists() and any(out.iterdir()):
+        if args.overwrite:
+            shutil.rmtree(out)
+        elif not args.resume:
+            print(f"vertkd_demo: {out} exists and is not empty. Use --resume to continue that run, --overwrite "
+                  f"to replace it, or another --out.", file=sys.stderr)
+            return 2
+    t_start = time.time()
+    p = Pipeline(out, device=args.device, threads=args.threads, log_name="demo.log")
+    seed_env = {"VERTKD_STUDY_SEED": str(args.seed)}
+    teacher = f"VertKDTeacherTrainer_{args.schedule}"
+    student = f"VertKDStudentTrainer_{args.schedule}"
+    spine = f"VertKDSpineTrainer_{args.schedule}"
+    real = None if args.no_real else real_sample_dir()
+    total = 8
+    try:
+        # ---------------------------------------------------------------- data
+        ready = out / ".data_ready"
+        if not (args.resume and ready.is_file()):
+            _step(1, total, f"generate {args.cases} synthetic VerSe scans (seed {args.seed})")
+            p.generate_synthetic(out / "synthetic", args.cases, args.seed, args.synthetic_scale, num_processes=2)
+            _step(2, total, "convert synthetic" + (" + real VerSe samples" if real else "") +
+                  f" to nnU-Net datasets {DATASET_ID} (vertebrae, {args.spacing_mm} mm) and {SPINE_DATASET_ID} (spine)")
+            if real is None and not args.no_real:
+                print("(real VerSe samples not found at ../shared/data/verse_sample: synthetic data only)")
+            report = p.convert([out / "synthetic"] + ([real] if real else []), DATASET_ID, args.spacing_mm,
+                               num_processes=2)
+            skipped = report.get("skipped") or []
+            if skipped:
+                print(f"conversion skipped {len(skipped)} case(s): "
+                      + "; ".join(f"{s.get('case', s.get('stem', '?'))}: {s.get('reason', s.get('message', ''))}"
+                                  for s in skipped if isinstance(s, dict)))
+            _step(3, total, "nnUNetv2_plan_and_preprocess")
+            p.plan_and_preprocess([DATASET_ID, SPINE_DATASET_ID], num_processes=2, verify=False)
+            real_ids = [c for c in (verse_case_ids(real) if real else []) if c in p.cases_in(DATASET_ID, "imagesTr")]
+            if real_ids:
+                p.hold_out([DATASET_ID, SPINE_DATASET_ID], real_ids)
+                print(f"real samples {real_ids} held out (validation side of fold 0): never trained on")
+            ready.write_text(json.dumps({"real_ids": real_ids}))
+        real_ids = json.loads(ready.read_text())["real_ids"]
+
+        # ---------------------------------------------------------------- training
+        trainings = ((teacher, DATASET_ID, "teacher", "teacher (16-32-64-128)"),
+                     (student, DATASET_ID, "student", "student (8-16-32-64), distilled from the teacher"),
+                     (spine, SPINE_DATASET_ID, "spine", "spine model (step 1)"))
+        for n, (trainer, dataset, short, what) in enumerate(trainings, start=4):
+            _step(n, total, f"nnUNetv2_train {what}: -tr {trainer}")
+            ckpt = p.model_folder(dataset, trainer) / "fold_0" / "checkpoint_final.pth"
+            if args.resume and ckpt.is_file():
+                print(f"already trained: {ckpt}")
+                continue
+            p.train(dataset, trainer, "0", tag=f"train {short}", extra_env=seed_env)
+
+        # ---------------------------------------------------------------- prediction
+        _step(7, total, "vertkd_predict: held-out synthetic test scans + real samples (student and teacher)")
+        test_ids = p.cases_in(DATASET_ID, "imagesTs")
+        sets = {}
+        if test_ids:
+            sets["synthetic test"] = p.link_cases(DATASET_ID, test_ids, out / "testsets" / "synthetic",
+                                                  "imagesTs", "labelsTs")
+        if real_ids:
+            sets["real samples"] = p.link_cases(DATASET_ID, real_ids, out / "testsets" / "real")
+        if not sets:
+            raise PipelineError("no test scans (imagesTs is empty and no real samples): use more --cases")
+        images = out / "testsets" / "all_images"
+        if images.exists():
+            shutil.rmtree(images)
+        images.mkdir(parents=True)
+        for folders in sets.values():
+            for f in sorted(Path(folders["images"]).iterdir()):
+                shutil.copy(f, images / f.name)
+        preds = {}
+        for name, trainer in (("student", student), ("teacher", teacher)):
+            pred = out / "predictions" / name
+            p.predict(images, pred, DATASET_ID, trainer, "0", spine_dataset_id=SPINE_DATASET_ID,
+                      spine_trainer=spine, save_preview=True, tag=f"predict {name}")
+            missing = [f.name for f in sorted(images.iterdir())
+                       if not (pred / f.name.replace("_0000.nii.gz", ".nii.gz")).is_file()]
+            if missing:  # e.g. the briefly trained spine model found no spine: the documented HU heuristic
+                print(f"[predict {name}] {len(missing)} scan(s) without result with the spine model: retrying them "
+                      f"with the bone-threshold spine heuristic (recorded as spine_source='heuristic')")
+                p.run(f"predict {name} (heuristic spine)",
+                      ["vertkd_predict", "-i", images, "-o", pred, "-d", DATASET_ID, "-tr", trainer, "-f", "0",
+                       "-device", args.device, "--save-preview", "--disable-tta"], check=False)
+            preds[name] = pred
+
+        # ---------------------------------------------------------------- evaluation
+        _step(8, total, "vertkd_evaluate")
+        rows = []
+        for name, pred in preds.items():
+            for set_name, folders in sets.items():
+                ev = out / "evaluation" / name / set_name.split()[0]
+                s = p.evaluate(folders["labels"], pred, ev, tag=f"evaluate {name} {set_name.split()[0]}")
+                rows.append((name, set_name, summary_row(s), ev))
+    except PipelineError as e:
+        print(f"\nvertkd_demo stopped: {e}", file=sys.stderr)
+        print(f"Fix the problem and re-run with --resume --out {args.out} to continue.", file=sys.stderr)
+        return 1
+
+    # -------------------------------------------------------------------- report
+    print("\n" + "=" * 100)
+    print("vertkd_demo results (mean ± std over vertebrae; failure = Dice < 50 %; missing = not found)")
+    header = f"{'model':8} {'test set':15} {'scans':>5} {'vert.':>5} {'missing':>7} {'Dice %':>15} " \
+             f"{'HD mm':>15} {'ASSD GT->pred':>15} {'fail %':>7} {'id.rate %':>15}"
+    print(header)
+    print("-" * len(header))
+    for name, set_name, r, _ in rows:
+        fail = r["failure_rate_pct"]
+        print(f"{name:8} {set_name:15} {r['n_scans'] or 0:>5} {r['n_vertebrae'] or 0:>5} {r['n_missing'] or 0:>7} "
+              f"{fmt_ms(r['dice_pct'], 1):>15} {fmt_ms(r['hd_mm'], 1):>15} {fmt_ms(r['assd_ref_to_pred_mm'], 1):>15} "
+              f"{'–' if fail is None else f'{fail:.1f}':>7} {fmt_ms(r['id_rate_pct'], 1):>15}")
+    print("\nOutputs:")
+    for name, pred in preds.items():
+        print(f"  {name:8} masks {pred}/<case>.nii.gz, centroids <case>_ctd.json, previews <case>_snp.png, "
+              f"records <case>_record.json")
+    for name, set_name, _, ev in rows:
+        print(f"  evaluation {name} / {set_name}: {ev}/summary.json, per_vertebra.csv, summary.md")
+    print(f"  models: {p.env['nnUNet_results']}   raw datasets: {p.env['nnUNet_raw']}   log: {p.log_file}")
+    if not args.keep:
+        for d in (out / "synthetic", Path(p.env["nnUNet_preprocessed"])):
+            shutil.rmtree(d, ignore_errors=True)
+        print("  (intermediate data deleted: synthetic tree and nnUNet_preprocessed; use --keep to keep them)")
+    n_train = 0
+    try:
+        with open(p.raw_dataset(DATASET_ID) / "dataset.json", encoding="utf-8") as f:
+            n_train = json.load(f).get("numTraining", 0) - len(real_ids)
+    except (OSError, PipelineError, ValueError):
+        pass
+    print(f"\nTotal time {(time.time() - t_start) / 60:.1f} min; per step (s): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in p.timings.items()))
+    print()
+    from nnunet_vertkd.benchmarks.trainer_variants import SCALES
+    sched = SCALES.get(args.schedule, {})
+    n_iter = sched.get("num_epochs", 0) * sched.get("num_iterations_per_epoch", 0)
+    patch = "x".join(str(x) for x in sched.get("patch_size_voxels") or ()) or "planned"
+    print(LIMITS.format(n_train=n_train, spacing=args.spacing_mm, n_iter=n_iter, patch=patch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
