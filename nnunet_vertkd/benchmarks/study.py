@@ -14,8 +14,8 @@ stays under OUT.
 
 Scales (``--scale``):
   mini  CI miniature: 2-4 tiny cases, 32^3 patches, a few iterations (only proves the machinery works)
-  cpu   2 CPU cores, under an hour: 10 synthetic scans of adult size converted at 3 mm, 32^3 patches (a 96 mm
-        field of view; the paper's is 128 mm at 1 mm), 200 iterations per model (trainer_variants.SCALES)
+  cpu   2 CPU cores, under an hour: 16 synthetic scans of adult size converted at 3 mm, 32^3 patches (a 96 mm
+        field of view; the paper's is 128 mm at 1 mm), 1000 iterations per model (trainer_variants.SCALES)
   gpu   one H100, ~30 minutes: 1 mm, 128^3 patches, trainings run in parallel on the one GPU
         (``--parallel``); long runs should be started detached (nohup) and polled
 
@@ -54,7 +54,7 @@ PAPER_TABLE3 = {"T_B": (80.78, 16.34, 5.28), "T_S": (88.22, 7.71, 2.12), "S_S": 
 SCALE_PRESETS = {
     "mini": {"suffix": "studyMini", "cases": 4, "synthetic_scale": 0.4, "spacing_mm": 2.0, "device": "cpu",
              "synthetic_spacing": "iso1", "parallel": 1},
-    "cpu": {"suffix": "studyCPU", "cases": 10, "synthetic_scale": 1.0, "spacing_mm": 3.0, "device": "cpu",
+    "cpu": {"suffix": "studyCPU", "cases": 16, "synthetic_scale": 1.0, "spacing_mm": 3.0, "device": "cpu",
             "synthetic_spacing": None, "parallel": 1},
     "gpu": {"suffix": "studyGPU", "cases": 40, "synthetic_scale": 1.0, "spacing_mm": 1.0, "device": "cuda",
             "synthetic_spacing": None, "parallel": 4},
