@@ -30,10 +30,11 @@ What this short CPU run shows, and what it cannot:
     distillation into the student, spine model, iterative top-down prediction with masks, centroid files and
     previews, VerSe metrics);
   + the numbers above are real measurements of these models on held-out scans.
-  - each vertebra model saw {n_iter} training patches ({patch} voxels) from {n_train} synthetic scans at
-    {spacing} mm (the paper: 45 epochs x 2814 patches of 128^3 voxels at 1 mm from VerSe): expect low Dice, missed and merged vertebrae, and poor results
-    on the real scans, which differ from the synthetic ones. This is a smoke test of the pipeline, not a
-    measure of the method's accuracy, and teacher vs. student here says nothing about distillation.
+  - each vertebra model saw {n_iter} training patches ({patch} voxels) from {n_train} synthetic scans
+    at {spacing} mm (the paper: 45 epochs x 2814 patches of 128^3 voxels at 1 mm from VerSe): expect low
+    Dice, missed and merged vertebrae, and poor results on the real scans, which differ from the synthetic
+    ones. This is a smoke test of the pipeline, not a measure of the method's accuracy, and teacher vs.
+    student here says nothing about distillation.
   - for that: `vertkd_benchmark study --scale gpu` (docs/benchmarks.md) or train on VerSe following the README.
 """
 
