@@ -198,8 +198,15 @@ class Pipeline:
         return moved
 
     def train(self, dataset_id: int, trainer: str, fold="0", tag: Optional[str] = None,
-              extra_env: Optional[Dict[str, str]] = None, echo_every: int = 1) -> Path:
-        env = {"nnUNet_n_proc_DA": "0", **(extra_env or {})}
+              extra_env: Optional[Dict[str, str]] = None, echo_every: int = 1,
+              n_proc_da: Optional[int] = None) -> Path:
+        """nnUNetv2_train. Data augmentation workers (nnUNet_n_proc_DA): 0 (in-process, reproducible) on the
+        CPU; on CUDA ``n_proc_da`` (default: nnU-Net's own default)."""
+        env = dict(extra_env or {})
+        if self.device == "cpu":
+            env.setdefault("nnUNet_n_proc_DA", "0")
+        elif n_proc_da is not None:
+            env.setdefault("nnUNet_n_proc_DA", str(max(1, int(n_proc_da))))
         self.run(tag or f"train {trainer}",
                  ["nnUNetv2_train", dataset_id, "3d_fullres", fold, "-tr", trainer, "-device", self.device],
                  extra_env=env, echo_every=echo_every)

@@ -16,8 +16,9 @@ Scales (``--scale``):
   mini  CI miniature: 2-4 tiny cases, 32^3 patches, a few iterations (only proves the machinery works)
   cpu   2 CPU cores, under an hour: 16 synthetic scans of adult size converted at 3 mm, 32^3 patches (a 96 mm
         field of view; the paper's is 128 mm at 1 mm), 1000 iterations per model (trainer_variants.SCALES)
-  gpu   one H100, ~30 minutes: 1 mm, 128^3 patches, trainings run in parallel on the one GPU
-        (``--parallel``); long runs should be started detached (nohup) and polled
+  gpu   one H100, ~30 minutes (an estimate, not run yet): 32 scans at 1 mm, 128^3 patches, 1000 iterations per
+        model, trainings run in parallel on the one GPU (``--parallel 6``: the 2 teachers, then the 6
+        students); start it detached (nohup) and poll
 
 A seed (``--seeds``) seeds Python/NumPy/torch in every trainer ($VERTKD_STUDY_SEED) and gets its own
 nnUNet_results folder; the data seed (``--data-seed``) fixes the synthetic data.
@@ -56,8 +57,8 @@ SCALE_PRESETS = {
              "synthetic_spacing": "iso1", "parallel": 1},
     "cpu": {"suffix": "studyCPU", "cases": 16, "synthetic_scale": 1.0, "spacing_mm": 3.0, "device": "cpu",
             "synthetic_spacing": None, "parallel": 1},
-    "gpu": {"suffix": "studyGPU", "cases": 40, "synthetic_scale": 1.0, "spacing_mm": 1.0, "device": "cuda",
-            "synthetic_spacing": None, "parallel": 4},
+    "gpu": {"suffix": "studyGPU", "cases": 32, "synthetic_scale": 1.0, "spacing_mm": 1.0, "device": "cuda",
+            "synthetic_spacing": None, "parallel": 6},
 }
 DATASET_ID = 521
 METRICS = (("dice", "Dice %", 100.0), ("hd_mm", "HD mm", 1.0), ("assd_ref_to_pred_mm", "ASSD GT→pred mm", 1.0),
@@ -190,16 +191,19 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> int:
           flush=True)
     p = Pipeline(out, device=cfg["device"], threads=args.threads, log_name="study.log")
     done_flag = out / ".data_ready"
+    cores = int(info.get("cores_available") or 2)
+    n_proc = max(1, min(8, cores))
+    n_proc_da = max(1, cores // max(1, cfg["parallel"]))  # CUDA only; the CPU trains with in-process loading
 
     # ---- data
     real = None if args.no_real else real_sample_dir()
     real_ids: List[str] = verse_case_ids(real) if real else []
     if not (args.resume and done_flag.is_file()):
         p.generate_synthetic(out / "synthetic", cfg["cases"], args.data_seed, cfg["synthetic_scale"],
-                             cfg.get("synthetic_spacing"), num_processes=2)
+                             cfg.get("synthetic_spacing"), num_processes=n_proc)
         roots = [out / "synthetic"] + ([real] if real else [])
-        p.convert(roots, DATASET_ID, cfg["spacing_mm"], num_processes=2)
-        p.plan_and_preprocess([DATASET_ID], num_processes=2, verify=False)
+        p.convert(roots, DATASET_ID, cfg["spacing_mm"], num_processes=n_proc)
+        p.plan_and_preprocess([DATASET_ID], num_processes=n_proc, verify=False)
         converted_tr = set(p.cases_in(DATASET_ID, "imagesTr"))
         real_ids = [c for c in real_ids if c in converted_tr]
         if real_ids:
@@ -243,7 +247,7 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> int:
                     print(f"[study] seed {seed}: {pid} already trained ({ckpt})", flush=True)
                     continue
                 jobs.append((pid, name))
-            _run_parallel([(lambda pid=pid, name=name: _train(p, pid, name, seed, env, model_seconds))
+            _run_parallel([(lambda pid=pid, name=name: _train(p, pid, name, seed, env, model_seconds, n_proc_da))
                            for pid, name in jobs], cfg["parallel"])
 
         # ---- predictions (one vertkd_predict per model over every test scan) + evaluation per test set
@@ -311,9 +315,10 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _train(p: Pipeline, pid: str, name: str, seed: int, env: dict, model_seconds: dict) -> None:
+def _train(p: Pipeline, pid: str, name: str, seed: int, env: dict, model_seconds: dict,
+           n_proc_da: int = 1) -> None:
     t0 = time.time()
-    p.train(DATASET_ID, name, "0", tag=f"train {pid} seed{seed}", extra_env=env, echo_every=1)
+    p.train(DATASET_ID, name, "0", tag=f"train {pid} seed{seed}", extra_env=env, echo_every=1, n_proc_da=n_proc_da)
     model_seconds.setdefault(f"train {pid}", {})[seed] = time.time() - t0
 
 

@@ -63,7 +63,8 @@ SCALES = {
                  "num_val_iterations_per_epoch": 1, "save_every": 10, "run_final_validation": False,
                  "spine": {"num_epochs": 8, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 1,
                            "save_every": 8}},
-    "studyGPU": {"patch_size_voxels": (128, 128, 128), "num_epochs": 10, "num_iterations_per_epoch": 250,
+    # studyGPU: an estimate for one H100 in ~30 min (8 trainings in 2 parallel stages); not run yet
+    "studyGPU": {"patch_size_voxels": (128, 128, 128), "num_epochs": 8, "num_iterations_per_epoch": 125,
                  "num_val_iterations_per_epoch": 10, "save_every": 5, "run_final_validation": False,
                  "spine": {"num_epochs": 20, "num_iterations_per_epoch": 100, "num_val_iterations_per_epoch": 10,
                            "save_every": 10}},
