@@ -16,7 +16,6 @@ import dataclasses
 import os
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -42,16 +41,6 @@ def default_num_threads() -> int:
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
-
-@dataclass
-class CaseResult:
-    instances: sitk.Image
-    centroids: dict
-    record: dict
-    spine: Optional[sitk.Image] = None
-    preview_ct_kji: Optional[np.ndarray] = None
-    preview_labels_kji: Optional[np.ndarray] = None
-    preview_spacing_kji: Optional[Tuple[float, float, float]] = None
 
 
 class VertKDPredictor:
@@ -117,7 +106,7 @@ class VertKDPredictor:
         r = self._predict(image, case, want_spine=False, want_preview=False)
         return r.instances, r.centroids, r.record
 
-    def _predict(self, image: sitk.Image, case: str, want_spine: bool, want_preview: bool) -> CaseResult:
+    def _predict(self, image: sitk.Image, case: str, want_spine: bool, want_preview: bool) -> CaseOutputs:
         if self.model is None:
             raise RuntimeError("call initialize_from_trained_model_folder first")
         m = self.model
@@ -182,7 +171,7 @@ class VertKDPredictor:
             "seconds": {"load": round(self.load_seconds, 4),
                         **{k: round(v, 4) for k, v in seconds.items()}},
         })
-        result = CaseResult(instances, centroids, record, spine_img)
+        result = CaseOutputs(instances, centroids, record, spine_img)
         if want_preview:  # the preview wants LPI arrays (index 0 of axis 0 = superior)
             ct_img, lab_img = reoriented, geometry.array_to_image_like(labels_raw, reoriented)
             if m.orientation != "LPI":
@@ -236,9 +225,7 @@ class VertKDPredictor:
                 res = self._predict(image, case, want_spine=save_spine, want_preview=save_preview)
                 res.record["input_file"] = os.path.basename(path)
                 res.record["seconds"]["read"] = round(load_s, 4)
-                write_case_outputs(files, CaseOutputs(res.instances, res.centroids, res.record, res.spine,
-                                                      res.preview_ct_kji, res.preview_labels_kji,
-                                                      res.preview_spacing_kji))
+                write_case_outputs(files, res)
                 summary["succeeded"].append(case)
             except InputError as e:
                 summary["failed"][case] = str(e)
