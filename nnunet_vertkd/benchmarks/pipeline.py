@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 #: folder of the benchmark/demo trainer variants (added to nnUNet_extTrainer next to the plugin's own folder)
-BENCHMARK_EXT_TRAINER_DIR = str(Path(__file__).resolve().parent / "ext_trainers")
 
 
 def console_script(name: str) -> str:
@@ -81,11 +80,7 @@ class Pipeline:
         env.setdefault("TQDM_MININTERVAL", "5")
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        ensure_ext_trainer_env(env)
-        parts = [p for p in env["nnUNet_extTrainer"].split(os.pathsep) if p]
-        if BENCHMARK_EXT_TRAINER_DIR not in parts:
-            parts.append(BENCHMARK_EXT_TRAINER_DIR)
-        env["nnUNet_extTrainer"] = os.pathsep.join(parts)
+        ensure_ext_trainer_env(env)  # the plugin's folder also re-exports the demo/study trainer variants
         self.env = env
 
     # ------------------------------------------------------------------ running commands

@@ -2,10 +2,8 @@
 
 Names: ``{base trainer}_{suffix}``, e.g. ``VertKDStudentTrainer_T3_studyCPU``. Students distil from
 ``VertKDTeacherTrainer_{suffix}`` trained on the same dataset/plans/fold (``teacher_trainer_name``).
-The pipeline puts ``nnunet_vertkd/benchmarks/ext_trainers`` in ``nnUNet_extTrainer`` so that the stock
-``nnUNetv2_train`` and ``vertkd_predict`` find them; to use a model trained with one of them outside the pipeline:
-
-    export nnUNet_extTrainer="$(vertkd_trainer_dir):$(python -c 'import nnunet_vertkd.benchmarks.pipeline as p; print(p.BENCHMARK_EXT_TRAINER_DIR)')"
+The plugin's ``nnUNet_extTrainer`` folder (``vertkd_trainer_dir``) re-exports them, so the stock
+``nnUNetv2_train`` and ``vertkd_predict`` find them like every other trainer of the plugin.
 
 Schedules (one epoch = ``num_iterations_per_epoch`` batches of 1 patch):
 
