@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from nnunet_vertkd.centroids import centroids_from_mask
+from nnunet_vertkd.ct_padding import normalised_air_value
 from nnunet_vertkd.inference import geometry
 from nnunet_vertkd.inference.input_checks import InputError, check_image, intensity_warnings, read_image
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
@@ -97,6 +98,9 @@ class VertKDPredictor:
         self.settings = self.user_settings or IterativeSettings().scaled_to_spacing(spacing)
         if self.settings_overrides:
             self.settings = dataclasses.replace(self.settings, **self.settings_overrides)
+        if self.settings.CT_PAD_VALUE is None:  # pad with air exactly as the trainer did
+            self.settings = dataclasses.replace(self.settings, CT_PAD_VALUE=normalised_air_value(
+                self.model.plans_manager, self.model.configuration_manager))
         self.load_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ one image

@@ -4,8 +4,10 @@ The student (8-16-32-64, ~0.37 M parameters) is trained on the same per-vertebra
 teacher (``teacher_discovery``) runs frozen, in eval mode, on the same device and batch, under the same
 autocast; the KD term is computed in float32 on the full-resolution output and added with ``kd_weight``:
     soft_outputs:    L = L_seg(y, y^) + kd_weight * L_seg(sigmoid(z_s / T), sigmoid(z_t / T))
-    logits:          L = L_seg(y, y^) + kd_weight * mean((z_s - z_t)^2)
-    logits_distmap:  L = L_seg(y, y^) + kd_weight * mean(omega * (z_s - z_t)^2)   (omega = border weights)
+    logits:          L = kd_weight * mean((z_s - z_t)^2)                (no ground truth: paper Table 2)
+    logits_distmap:  L = kd_weight * mean(omega * (z_s - z_t)^2)        (omega = border weights; no ground truth)
+L_seg(y, y^) is still computed and logged (train_seg_loss) for the logit students; it takes no part in the
+gradient (``use_ground_truth = False``).
 """
 import os
 
@@ -79,10 +81,12 @@ class VertKDStudentTrainer_scratch(VertKDStudentTrainer):
 
 
 class VertKDStudentTrainer_logits(VertKDStudentTrainer):
-    """S_L: matching logits (mean squared Euclidean distance)."""
+    """S_L: matching logits (mean squared Euclidean distance), no ground truth."""
     distillation = "logits"
+    use_ground_truth = False
 
 
 class VertKDStudentTrainer_logitsDistMap(VertKDStudentTrainer):
-    """S_LW: matching logits weighted by the border distance map."""
+    """S_LW: matching logits weighted by the border distance map, no ground truth."""
     distillation = "logits_distmap"
+    use_ground_truth = False

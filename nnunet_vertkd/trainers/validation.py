@@ -73,6 +73,7 @@ def summarise(per_case: List[dict]) -> Dict:
 
 
 def run_iterative_validation(trainer) -> Dict:
+    from nnunet_vertkd.ct_padding import normalised_air_value
     from nnunet_vertkd.evaluation.metrics import evaluate_case
     from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
 
@@ -85,7 +86,8 @@ def run_iterative_validation(trainer) -> Dict:
         val_keys = val_keys[trainer.local_rank::dist.get_world_size()]
     dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys)
     spacing = tuple(float(s) for s in trainer.configuration_manager.spacing)
-    settings = IterativeSettings().scaled_to_spacing(spacing)
+    settings = IterativeSettings(CT_PAD_VALUE=normalised_air_value(
+        trainer.plans_manager, trainer.configuration_manager)).scaled_to_spacing(spacing)
     overrides = dict(getattr(trainer, "validation_iterative_overrides", None) or {})
     settings = dataclasses.replace(settings, **overrides)
     # the plain module (not DDP/compiled): ranks validate different cases, so no collective calls per forward

@@ -27,10 +27,12 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunet_vertkd.ct_padding import normalised_air_value
 from nnunet_vertkd.trainers.common import (
     apply_class_settings, orientation_axes, save_checkpoint_with_vertkd, to_builtin)
 from nnunet_vertkd.trainers.data.dataloader import VertKDDataLoader
 from nnunet_vertkd.trainers.data.transforms import AugmentationSettings
+from nnunet_vertkd.trainers.losses.distillation import total_kd_loss
 from nnunet_vertkd.trainers.losses.lessmann import (
     deep_supervision_loss, fp_weight_schedule, lessmann_loss_from_logits, nnunet_deep_supervision_weights)
 from nnunet_vertkd.trainers.network import (
@@ -129,6 +131,8 @@ class VertKDTrainerBase(nnUNetTrainer):
     distillation = None  # None | "soft_outputs" | "logits" | "logits_distmap"
     kd_temperature = 4.0
     kd_weight = 1.0
+    #: add L_seg(y, y^) to the loss (False: distillation terms only, the paper's S_L / S_LW)
+    use_ground_truth = True
     # ---------------- validation after training ----------------
     run_final_validation = True
 
@@ -226,7 +230,8 @@ class VertKDTrainerBase(nnUNetTrainer):
             max_translation_voxels=[self.max_translation_fraction * p for p in self.patch_size],
             augment=augment, augmentation=self.augmentation_settings(),
             deep_supervision_scales=self._get_deep_supervision_scales(), border_gamma=self.border_gamma,
-            border_sigma_mm=self.border_sigma_mm)
+            border_sigma_mm=self.border_sigma_mm,
+            ct_pad_value=normalised_air_value(self.plans_manager, self.configuration_manager))
 
     def get_dataloaders(self):
         if self.dataset_class is None:
@@ -275,7 +280,7 @@ class VertKDTrainerBase(nnUNetTrainer):
             output = self.network(data)
             seg = self.loss(output, target, weights, fp_weight)
             kd = self.compute_distillation_loss(data, output, weights, fp_weight)
-        total = seg if kd is None else seg + float(self.kd_weight) * kd
+        total = total_kd_loss(seg, kd, self.kd_weight, self.use_ground_truth)
         return output, target, total, seg, kd
 
     def train_step(self, batch: dict) -> dict:

@@ -49,7 +49,7 @@ class VertKDDataLoader(nnUNetDataLoader):
                  balance_regions: bool = True, max_translation_voxels: Sequence[float] = (64, 64, 64),
                  augment: bool = True, augmentation: Optional[AugmentationSettings] = None,
                  deep_supervision_scales: Optional[Sequence] = None, border_gamma: float = 8.0,
-                 border_sigma_mm: float = 6.0):
+                 border_sigma_mm: float = 6.0, ct_pad_value: Optional[float] = None):
         patch_size = tuple(int(p) for p in patch_size)
         super().__init__(data, batch_size, patch_size, patch_size, label_manager,
                          oversample_foreground_percent=0.0, transforms=None)
@@ -65,7 +65,7 @@ class VertKDDataLoader(nnUNetDataLoader):
         self.sampler = RegionBalancedSampler(labels_per_case(data), balance_regions)
         self.placement = VertebraPatchPlacement(patch_size, self.superior_axis, self.superior_at_low_index,
                                                 memory_cleaning_probability, max_translation_voxels)
-        self.spatial = VertebraSpatialAugmentation(patch_size)
+        self.spatial = VertebraSpatialAugmentation(patch_size, ct_pad_value)
         self.intensity = intensity_and_mirror_transforms(self.augmentation, left_right_axis) if augment else None
         self._rng = None
         self._rng_pid = None

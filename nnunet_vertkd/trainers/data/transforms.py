@@ -107,15 +107,26 @@ class VertebraSpatialAugmentation:
     """Cuts one sample out of a case: CT patch (C, *patch) float32 and memory/target patches (*patch) bool, for
     given matrix, centre and target label. ``apply`` only applies; the random draws happen elsewhere."""
 
-    def __init__(self, patch_size: Sequence[int]):
+    def __init__(self, patch_size: Sequence[int], ct_pad_value: Optional[float] = None):
+        """ct_pad_value: CT value outside the volume (``nnunet_vertkd.ct_padding.normalised_air_value``, the
+        value inference pads with); None = the minimum of the cropped region."""
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spatial = FixedGridSpatialTransform(self.patch_size)
+        self.ct_pad_value = ct_pad_value
 
     def apply(self, data, seg, target_label: int, centre: np.ndarray, affine: np.ndarray, clean_memory: bool
               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """data: (C, X, Y, Z) (numpy or blosc2), seg: (1, X, Y, Z) preprocessed segmentation."""
+        """data: (C, X, Y, Z) (numpy or blosc2), seg: (1, X, Y, Z) preprocessed segmentation. Outside the
+        volume the CT is ``ct_pad_value`` (air), both where the crop leaves the volume and where the rotated or
+        zoomed grid reads beyond the crop."""
         bbox, centre_in_crop = crop_bbox_for_patch(centre, affine, self.patch_size)
-        image = torch.from_numpy(np.ascontiguousarray(crop_and_pad_nd(data, bbox, 0))).float()
+        pad = self.ct_pad_value
+        if pad is None:
+            inside = [[max(lo, 0), min(hi, s)] for (lo, hi), s in zip(bbox, data.shape[1:])]
+            region = np.asarray(data[(slice(None),) + tuple(slice(lo, max(hi, lo + 1)) for lo, hi in inside)])
+            pad = float(region.min()) if region.size else 0.0
+        # the grid sampler pads with zeros: sample (image - pad) and add pad back
+        image = torch.from_numpy(np.ascontiguousarray(crop_and_pad_nd(data, bbox, pad))).float() - pad
         seg_crop = np.asarray(crop_and_pad_nd(seg, bbox, -1))[0]
         memory, target = memory_and_target(seg_crop, target_label)
         if clean_memory:
@@ -123,7 +134,7 @@ class VertebraSpatialAugmentation:
         segmentation = torch.from_numpy(np.stack((memory, target)).astype(np.int16))
         params = self.spatial.get_parameters(affine=affine, centre=centre_in_crop, image=image)
         out = self.spatial.apply({"image": image, "segmentation": segmentation}, **params)
-        return out["image"], out["segmentation"][0] > 0, out["segmentation"][1] > 0
+        return out["image"] + pad, out["segmentation"][0] > 0, out["segmentation"][1] > 0
 
 
 # ----------------------------------------------------------------------------------------------------------------

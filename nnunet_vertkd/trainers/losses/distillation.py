@@ -7,8 +7,7 @@ Soft outputs (S_T3 / S_T4 / S_T5)
     kd = lessmann_loss(sigmoid(z_s / T), sigmoid(z_t / T), weights, fp_weight)
     i.e. the segmentation loss L_seg(y_s, y^_s) with the softened teacher output as a (soft) target. No T^2
     factor (as in the authors' code). Note that this term is not 0 when student and teacher agree: with a soft
-    target y and p = y, FP = sum(w (1-y) y) / sum(w (1-y)) and FN = sum(w y (1-y)) / sum(w y), both > 0
-    (fp_weight * 0.5 + 0.5 for p = y = 0.5, the T -> infinity limit). Total loss:
+    target y and p = y, FP = sum(w (1-y) y) / N and FN = sum(w y (1-y)) / N, both > 0. Total loss:
     total_kd_loss(L_seg(y, y^), kd, kd_weight=lambda) = L_seg + lambda * kd (lambda = 1 in the paper).
 
 Matching logits (S_L, S_LW)
@@ -16,6 +15,8 @@ Matching logits (S_L, S_LW)
     per sample, then averaged over the batch). With a distance map (S_LW) every voxel's squared difference is
     multiplied by its border weight omega before averaging: mean(omega * (z_s - z_t)^2) ("ED x DistMap").
     Symmetric in student and teacher (for the value; the gradient flows into the student only).
+    Paper Table 2: S_L and S_LW use no ground truth (GT = No): their total loss is kd_weight * ED alone
+    (``total_kd_loss(..., use_ground_truth=False)``).
 """
 from __future__ import annotations
 
@@ -68,6 +69,13 @@ def logit_matching_loss(student_logits: torch.Tensor, teacher_logits: torch.Tens
         return diff2.mean(dims).mean()
 
 
-def total_kd_loss(seg_loss: torch.Tensor, kd_loss: torch.Tensor, kd_weight: float = 1.0) -> torch.Tensor:
-    """L_total = L_seg(y, y^) + kd_weight * L_kd (the paper's lambda = kd_weight = 1)."""
-    return seg_loss + float(kd_weight) * kd_loss
+def total_kd_loss(seg_loss: torch.Tensor, kd_loss: Optional[torch.Tensor], kd_weight: float = 1.0,
+                  use_ground_truth: bool = True) -> torch.Tensor:
+    """L_total = L_seg(y, y^) + kd_weight * L_kd (the paper's lambda = kd_weight = 1); without a KD term, L_seg.
+    ``use_ground_truth=False`` (S_L, S_LW: paper Table 2, GT = No) drops L_seg: L_total = kd_weight * L_kd."""
+    if kd_loss is None:
+        if not use_ground_truth:
+            raise ValueError("a loss without ground truth needs a distillation term")
+        return seg_loss
+    kd = float(kd_weight) * kd_loss
+    return seg_loss + kd if use_ground_truth else kd
