@@ -143,10 +143,12 @@ def test_no_overwrite_without_flag(model, tmp_path, capsys):
 
 
 def test_model_folder_errors_are_clear(model, tmp_path):
+    ct, _ = h.phantom(n_blocks=2)
+    inp = write(ct, tmp_path / "a.nii.gz")
     with pytest.raises(SystemExit, match="does not exist"):
-        run(["-i", str(tmp_path), "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"])
+        run(["-i", inp, "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"])
     with pytest.raises(SystemExit, match="fold_3"):
-        run(["-i", str(tmp_path), "-o", str(tmp_path / "o"), "-m", model, "-f", "3"])
+        run(["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-f", "3"])
 
 
 def test_help():

@@ -14,10 +14,8 @@ Every output file is first written under a temporary name in the dataset's stagi
 place with ``os.replace`` only after all files of the case were written, so an interrupted conversion never
 leaves a half-written case in imagesTr/labelsTr.
 """
-import gzip
 import os
-import struct
-import zlib
+import signal
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -26,6 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import CentroidFileError, centroids_from_mask, read_centroids, write_centroids
+from nnunet_vertkd.image_checks import (assumed_orientation_warning, geometry_problems, is_nifti,
+                                        nifti_header_problems, nifti_truncation_problem)
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, orientation_of, to_canonical
 
@@ -68,6 +68,7 @@ class CaseResult:
     verse_labels: List[int] = field(default_factory=list)
     centroids_source: Optional[str] = None
     shape_kji: Optional[List[int]] = None
+    write_error: Optional[str] = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,41 +77,24 @@ class CaseResult:
 # ----------------------------------------------------------------------------------------------- reading
 def check_nifti_complete(path: str, what: str) -> None:
     """ITK reads truncated .nii.gz files without complaint (missing voxels filled in), so check ourselves:
-    the gzip stream must be complete and hold at least vox_offset + all voxel bytes (NIfTI-1 header)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    total, header = 0, b""
-    try:
-        with opener(path, "rb") as f:
-            while True:
-                chunk = f.read(1 << 22)
-                if not chunk:
-                    break
-                if len(header) < 348:
-                    header += chunk[:348 - len(header)]
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error) as e:
-        raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {e})") from None
-    if len(header) < 348:
-        raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {total} bytes, no NIfTI header)")
-    for endian in "<>":
-        if struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-            if 1 <= dims[0] <= 7 and bitpix > 0:
-                expected = int(vox_offset) + int(np.prod([max(1, d) for d in dims[1:dims[0] + 1]], dtype=np.int64)) * bitpix // 8
-                if total < expected:
-                    raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {total} bytes of image data, "
-                                    f"header promises {expected})")
-            return
+    the gzip stream must be complete and hold at least vox_offset + all voxel bytes (NIfTI-1/2 header)."""
+    problem = nifti_truncation_problem(path)
+    if problem:
+        raise CaseError(f"{path}: cannot read {what} ({problem})")
 
 
-def read_image(path: str, what: str) -> sitk.Image:
-    """Read a 3D image; unreadable, truncated or non-3D files raise CaseError naming the file."""
+def read_image(path: str, what: str, warnings: Optional[List[str]] = None) -> sitk.Image:
+    """Read a 3D image; unreadable, truncated or non-3D files and impossible geometry (see
+    ``nnunet_vertkd.image_checks``: zero/negative/absurd spacing, singular direction, a single slice) raise
+    CaseError naming the file. Accepted oddities (no qform/sform) are appended to ``warnings``."""
     if not os.path.isfile(path):
         raise CaseError(f"{path}: {what} file does not exist")
-    if path.endswith((".nii", ".nii.gz")):
+    header_warnings: List[str] = []
+    if is_nifti(path):
         check_nifti_complete(path, what)
+        problems, header_warnings = nifti_header_problems(path)
+        if problems:
+            raise CaseError(f"{path}: {what}: " + "; ".join(problems))
     try:
         image = sitk.ReadImage(path)
         sitk.GetArrayViewFromImage(image)  # forces the pixel data to be there
@@ -121,6 +105,12 @@ def read_image(path: str, what: str) -> sitk.Image:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(f"{path}: {what} is not a 3D single-channel image "
                         f"(dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components)")
+    problems = geometry_problems(image.GetSize(), image.GetSpacing(), image.GetDirection())
+    if problems:
+        raise CaseError(f"{path}: {what}: " + "; ".join(problems))
+    if warnings is not None:
+        warnings.extend(f"{path}: " + (assumed_orientation_warning(w, orientation_of(image)) if "qform" in w else w)
+                        for w in header_warnings)
     return image
 
 
@@ -276,8 +266,24 @@ def output_paths(case_id: str, split: str, dataset_dir: str) -> Tuple[str, str]:
             os.path.join(dataset_dir, labels, f"{case_id}.nii.gz"))
 
 
+class CaseWriteError(Exception):
+    """Writing a case's outputs failed (read-only folder, disk full): an environment problem that stops the
+    conversion; the case's previous files are left as they were."""
+
+
+JOURNAL_SUFFIX = ".commit.json"
+
+
 class _Stager:
-    """Writes files under temporary names, then moves all of them into place at once."""
+    """Writes files under temporary names, then moves all of them into place as one unit.
+
+    ``commit`` first writes a journal (``STAGING_FOLDER/<id>.commit.json``: temporary, final and backup name
+    of every file), moves the previous versions of the case's files aside into the staging folder, moves the
+    new files into place and deletes the journal (the commit point). SIGINT/SIGTERM are held back meanwhile.
+    If a move fails, the previous files are put back (``CaseWriteError``); if the process is killed (SIGKILL)
+    in between, ``recover_interrupted_commits`` (run by the next conversion before anything else) puts them
+    back. So a case's files are all old or all new, never mixed.
+    """
 
     def __init__(self, staging_dir: str):
         self.staging_dir = staging_dir
@@ -287,20 +293,56 @@ class _Stager:
     def _tmp(self, final: str) -> str:
         return os.path.join(self.staging_dir, f"{uuid.uuid4().hex}_{os.path.basename(final)}")
 
-    def image(self, image: sitk.Image, final: str) -> None:
+    def _write(self, final: str, write) -> None:
         tmp = self._tmp(final)
         self.pending.append((tmp, final))
-        sitk.WriteImage(image, tmp, useCompression=True)
+        try:
+            write(tmp)
+        except (OSError, RuntimeError) as e:  # RuntimeError: SimpleITK's writer
+            lines = str(e).strip().splitlines()
+            detail = getattr(e, "strerror", None) or (lines[-1] if lines else type(e).__name__)
+            raise CaseWriteError(f"cannot write {final} (staged in {self.staging_dir}): {detail[:200]}") from None
+
+    def image(self, image: sitk.Image, final: str) -> None:
+        self._write(final, lambda tmp: sitk.WriteImage(image, tmp, useCompression=True))
 
     def centroids(self, direction, centroids, final: str) -> None:
-        tmp = self._tmp(final)
-        self.pending.append((tmp, final))
-        write_centroids(tmp, direction, centroids)
+        self._write(final, lambda tmp: write_centroids(tmp, direction, centroids))
 
     def commit(self) -> List[str]:
-        for tmp, final in self.pending:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(tmp, final)
+        from .splits import write_json_atomic
+        token = uuid.uuid4().hex
+        entries = [{"tmp": tmp, "final": final, "backup": os.path.join(self.staging_dir, f"{token}_old_{i}"),
+                    "had_old": os.path.exists(final)} for i, (tmp, final) in enumerate(self.pending)]
+        journal = os.path.join(self.staging_dir, token + JOURNAL_SUFFIX)
+        masking = hasattr(signal, "pthread_sigmask")
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masking else None
+        try:
+            try:
+                write_json_atomic(journal, entries)
+                for e in entries:
+                    os.makedirs(os.path.dirname(e["final"]), exist_ok=True)
+                    if e["had_old"]:
+                        os.replace(e["final"], e["backup"])
+                for e in entries:
+                    os.replace(e["tmp"], e["final"])
+            except OSError as err:
+                try:
+                    _roll_back(entries)
+                    if os.path.exists(journal):
+                        os.remove(journal)
+                except OSError:
+                    pass  # the journal stays: recover_interrupted_commits finishes the roll-back
+                raise CaseWriteError(f"cannot move the new files of this case into place "
+                                     f"({err.strerror or err}: {err.filename}); its previous files were "
+                                     f"kept") from None
+            os.remove(journal)  # the commit point
+            for e in entries:
+                if e["had_old"] and os.path.exists(e["backup"]):
+                    os.remove(e["backup"])
+        finally:
+            if masking:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         done = [final for _, final in self.pending]
         self.pending = []
         return done
@@ -312,9 +354,39 @@ class _Stager:
         self.pending = []
 
 
+def _roll_back(entries: List[dict]) -> None:
+    """Undo a partial commit: previous versions back in place, new files of cases that had none removed."""
+    for e in entries:
+        if os.path.exists(e["backup"]):
+            os.replace(e["backup"], e["final"])
+        elif not e["had_old"] and not os.path.exists(e["tmp"]) and os.path.exists(e["final"]):
+            os.remove(e["final"])
+
+
+def recover_interrupted_commits(staging_dir: str) -> List[str]:
+    """Roll back commits that a killed process left half done (journals in ``staging_dir``); returns the
+    finals that were restored or removed. Call before deleting the staging folder."""
+    import json
+    touched: List[str] = []
+    if not os.path.isdir(staging_dir):
+        return touched
+    for name in sorted(os.listdir(staging_dir)):
+        if not name.endswith(JOURNAL_SUFFIX):
+            continue
+        try:
+            with open(os.path.join(staging_dir, name), encoding="utf-8") as f:
+                entries = json.load(f)
+        except (OSError, ValueError):
+            continue  # the journal itself was not complete: nothing was moved yet
+        _roll_back(entries)
+        touched += [e["final"] for e in entries]
+    return touched
+
+
 # ---------------------------------------------------------------------------------------------- the case
 def convert_case(job: CaseJob) -> CaseResult:
-    """Convert one case; never raises for bad input (the result says why the case was skipped)."""
+    """Convert one case; never raises for bad input (the result says why the case was skipped). A failed
+    write sets ``result.write_error`` (the caller stops the conversion)."""
     src = job.source
     result = CaseResult(src.case_id, src.patient, src.split, converted=False, warnings=list(src.notes),
                         inputs={"ct": src.ct, "mask": src.mask, "centroids": src.ctd})
@@ -323,6 +395,8 @@ def convert_case(job: CaseJob) -> CaseResult:
         _convert(job, result, stager)
         result.files = stager.commit()
         result.converted = True
+    except CaseWriteError as e:
+        result.reason = result.write_error = f"{src.case_id}: {e}"
     except CaseError as e:
         result.reason = str(e)
     except Exception as e:  # a bug or an unexpected file problem: report it, keep converting the rest
@@ -334,8 +408,8 @@ def convert_case(job: CaseJob) -> CaseResult:
 
 def _convert(job: CaseJob, result: CaseResult, stager: _Stager) -> None:
     src = job.source
-    ct = read_image(src.ct, "CT")
-    mask = read_image(src.mask, "mask")
+    ct = read_image(src.ct, "CT", result.warnings)
+    mask = read_image(src.mask, "mask", result.warnings)
     check_same_geometry(ct, mask, src.ct, src.mask)
     integer_ct = ct.GetPixelID() in (sitk.sitkInt8, sitk.sitkUInt8, sitk.sitkInt16, sitk.sitkUInt16,
                                      sitk.sitkInt32, sitk.sitkUInt32, sitk.sitkInt64, sitk.sitkUInt64)

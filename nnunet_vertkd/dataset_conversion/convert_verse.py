@@ -6,16 +6,19 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
+from nnunet_vertkd.interrupts import exit_130_on_interrupt, worker_initializer
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, nnunet_dataset_labels
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, DATASET_JSON_KEY
 
-from .case_conversion import SPINE_SPACING_MM, STAGING_FOLDER, CaseJob, CaseResult, convert_case
+from .case_conversion import (SPINE_SPACING_MM, STAGING_FOLDER, CaseJob, CaseResult, convert_case,
+                              recover_interrupted_commits)
 from .report import REPORT_NAME, build_report, summary_lines
 from .splits import make_splits, write_json_atomic
 from .verse_discovery import TEST, discover
@@ -96,6 +99,10 @@ def _remove_stale(dataset_dir: str, keep: set) -> List[str]:
 
 
 def _run_jobs(jobs: List[CaseJob], num_processes: int, progress: bool) -> List[CaseResult]:
+    """Convert the cases (in worker processes when ``num_processes`` > 1). Ctrl-C (KeyboardInterrupt) stops the
+    workers at once (queued cases are cancelled, running ones terminated; a case in the middle of its commit
+    finishes it first) and is re-raised. Workers ignore SIGINT and die with this process (``worker_initializer``).
+    A failed write stops the conversion after the running cases (``CaseWriteError`` in the result)."""
     bar = tqdm(total=len(jobs), desc="Converting VerSe cases", unit="case", disable=not progress)
     results: List[CaseResult] = []
     try:
@@ -103,15 +110,68 @@ def _run_jobs(jobs: List[CaseJob], num_processes: int, progress: bool) -> List[C
             for job in jobs:
                 results.append(convert_case(job))
                 bar.update()
+                if results[-1].write_error:
+                    break
         else:
-            with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), mp_context=get_context("spawn")) as ex:
-                futures = {ex.submit(convert_case, job): job for job in jobs}
+            ex = ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), mp_context=get_context("spawn"),
+                                     initializer=worker_initializer, initargs=(os.getpid(),))
+            try:
+                futures = [ex.submit(convert_case, job) for job in jobs]
                 for fut in as_completed(futures):
                     results.append(fut.result())
                     bar.update()
+                    if results[-1].write_error:
+                        for f in futures:
+                            f.cancel()
+                        break
+            except BaseException:
+                _stop_workers(ex)
+                raise
+            ex.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
     return sorted(results, key=lambda r: r.case_id)
+
+
+def _stop_workers(ex: ProcessPoolExecutor, timeout_s: float = 20.0) -> None:
+    """Cancel queued cases, terminate the workers (SIGTERM; a worker holds it back while it moves a case's files
+    into place) and wait for them, so nothing writes into the staging folder after this returns."""
+    processes = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+
+
+def _clean_staging(staging: str) -> None:
+    """Roll back half-done commits of killed processes, then delete the staging folder."""
+    recover_interrupted_commits(staging)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _writable(folder: str) -> bool:
+    """True when a file can be created in ``folder`` (tried: os.access is wrong for root and some mounts)."""
+    probe = os.path.join(folder, f".vertkd_write_test{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
+
+
+def _check_writable(folders: Sequence[str]) -> None:
+    for folder in folders:
+        if not _writable(folder):
+            raise ConversionError(f"cannot write to {folder} (read-only folder or no permission); nothing was "
+                                  f"converted or removed")
 
 
 def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int] = None, spacing_mm: float = 1.0,
@@ -157,19 +217,35 @@ def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int]
             if os.path.isdir(d):
                 print(f"--overwrite: removing {d}")
                 shutil.rmtree(d)
-    for d in (vert_dir, spine_dir):
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            os.makedirs(os.path.join(d, sub), exist_ok=True)
+    out_folders = [os.path.join(d, sub) for d in (vert_dir, spine_dir)
+                   for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")]
+    try:
+        for folder in out_folders:
+            os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConversionError(f"cannot create {e.filename}: {e.strerror or e}") from None
     staging = os.path.join(vert_dir, STAGING_FOLDER)
-    shutil.rmtree(staging, ignore_errors=True)  # leftovers of an interrupted run
+    _clean_staging(staging)  # leftovers of an interrupted run (half-done commits are rolled back first)
+    os.makedirs(staging, exist_ok=True)
+    _check_writable([vert_dir, spine_dir, staging] + out_folders)  # before any work
 
     jobs = [CaseJob(src, vert_dir, spine_dir, spacing_mm, spine_spacing_mm) for src in found.cases]
-    results = _run_jobs(jobs, num_processes, progress)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        results = _run_jobs(jobs, num_processes, progress)
+    finally:  # also on Ctrl-C: no staging folder left behind
+        _clean_staging(staging)
+    write_errors = [r.write_error for r in results if r.write_error]
+    if write_errors:
+        raise ConversionError("writing failed, conversion stopped (the cases written so far are complete; "
+                              "earlier files, dataset.json and the report were left as they were; nothing was "
+                              "removed):\n  " + "\n  ".join(write_errors))
     converted = [r for r in results if r.converted]
 
     keep = {f for r in converted for f in r.files}
-    removed = _remove_stale(vert_dir, keep) + _remove_stale(spine_dir, keep)
+    try:  # only now, with every new file in place
+        removed = _remove_stale(vert_dir, keep) + _remove_stale(spine_dir, keep)
+    except OSError as e:
+        raise ConversionError(f"cannot remove the stale file {e.filename}: {e.strerror or e}") from None
     for d in (vert_dir, spine_dir):
         for sub in ("imagesTs", "labelsTs"):
             path = os.path.join(d, sub)
@@ -221,6 +297,8 @@ def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int]
     return report
 
 
+@exit_130_on_interrupt("vertkd_convert_verse", "workers stopped, staging folder removed; cases already moved "
+                                               "into place are complete (re-run to finish)")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vertkd_convert_verse",

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import List, Optional
 
+from nnunet_vertkd.interrupts import exit_130_on_interrupt
+
 EPILOG = """\
 examples:
   vertkd_predict -i scans/ -o out/ -d 501 -f all                       # spine model: heuristic fallback
@@ -123,6 +125,7 @@ def resolve_model_folder(dataset: Optional[str], trainer: str, plans: str, confi
     return out
 
 
+@exit_130_on_interrupt("vertkd_predict", "cases already written are complete, the current one was discarded")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     parse_settings(args.setting)  # fail early on a bad --setting
@@ -149,6 +152,12 @@ def main(argv=None) -> int:
     else:
         print("no --spine-dataset given: locating the spine with the bone-threshold heuristic", file=sys.stderr)
     inputs = args.i[0] if len(args.i) == 1 and os.path.isdir(args.i[0]) else args.i
+    from nnunet_vertkd.inference.outputs import RunSetupError, check_output_folder, list_input_cases
+    try:  # before the model is loaded: no usable input (empty or DICOM folder), output folder not writable
+        list_input_cases(inputs)
+        check_output_folder(args.o)
+    except RunSetupError as e:
+        raise SystemExit(f"vertkd_predict: error: {e}")
 
     predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
                                 verbose=args.verbose, num_threads=args.num_threads,
@@ -160,9 +169,12 @@ def main(argv=None) -> int:
         if args.verbose:
             raise
         raise SystemExit(f"vertkd_predict: cannot load the model: {type(e).__name__}: {e}")
-    summary = predictor.predict_from_files(inputs, args.o, overwrite=args.overwrite, save_preview=args.save_preview,
-                                           save_spine=args.save_spine, num_parts=args.num_parts,
-                                           part_id=args.part_id)
+    try:
+        summary = predictor.predict_from_files(inputs, args.o, overwrite=args.overwrite,
+                                               save_preview=args.save_preview, save_spine=args.save_spine,
+                                               num_parts=args.num_parts, part_id=args.part_id)
+    except RunSetupError as e:
+        raise SystemExit(f"vertkd_predict: error: {e}")
     n = len(summary["cases"])
     print(f"\nvertkd_predict: {n} case(s) in part {args.part_id}/{args.num_parts}: "
           f"{len(summary['succeeded'])} segmented, {len(summary['skipped_existing'])} skipped (output exists), "

@@ -1,24 +1,31 @@
 """Checks on input CT images before inference; each failure is an ``InputError`` naming the case.
 
 Rejected (the batch goes on with the next case, nothing is written for this one):
-missing or unreadable file; not a 3D scalar image (2D, 4D, vector/RGB, or a 3D image with a single slice);
+missing, unreadable or truncated file; impossible NIfTI header (zero/negative voxel size, singular sform; see
+``nnunet_vertkd.image_checks``); not a 3D scalar image (2D, 4D, vector/RGB, or a 3D image with a single slice);
 empty image; constant image; NaN or infinite voxels; absurd spacing (< ``MIN_SPACING_MM`` or >
-``MAX_SPACING_MM`` on any axis); intensities that are not Hounsfield units (maximum < ``MIN_MAX_HU``, or
+``MAX_SPACING_MM`` on any axis); a singular or non-orthonormal direction matrix; intensities that are not Hounsfield units (maximum < ``MIN_MAX_HU``, or
 all values in [0, 1] or [0, 255]); and, later in the pipeline, no spine found.
+Warned about (recorded under "input_warnings"): no qform/sform in a NIfTI header (the assumed orientation is
+named), intensities without air or above 10000.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import SimpleITK as sitk
 
-MIN_SPACING_MM = 0.1
-MAX_SPACING_MM = 20.0
+from nnunet_vertkd.image_checks import (MAX_SPACING_MM, MIN_SIZE_VOXELS, MIN_SPACING_MM,  # noqa: F401
+                                        assumed_orientation_warning, geometry_problems, is_nifti,
+                                        nifti_header_problems, nifti_truncation_problem)
+from nnunet_vertkd.orientation import orientation_of
+
 #: a CT in HU always holds bone (> 100 HU); a lower maximum means another unit or an empty scan
 MIN_MAX_HU = 100.0
-#: smallest size (voxels) along any axis
-MIN_SIZE_VOXELS = 2
+#: metadata key under which read_image keeps the accepted header oddities of an image
+WARNINGS_KEY = "vertkd_input_warnings"
 
 
 class InputError(ValueError):
@@ -31,18 +38,39 @@ class InputError(ValueError):
 
 
 def read_image(path: str, case: str) -> sitk.Image:
-    """Read ``path`` with SimpleITK; missing/unreadable files become InputError."""
+    """Read ``path`` with SimpleITK; missing, unreadable or truncated files and impossible NIfTI headers become
+    InputError. Accepted header oddities (no qform/sform) are kept with the image (``header_warnings``)."""
     if not os.path.exists(path):
         raise InputError(case, f"file not found: {path}")
     if not os.path.isfile(path):
         raise InputError(case, f"not a file: {path}")
+    warnings = []
+    if is_nifti(path):
+        problem = nifti_truncation_problem(path)
+        if problem:
+            raise InputError(case, f"cannot read {path}: {problem}; SimpleITK would fill the missing voxels "
+                                   f"silently")
+        problems, warnings = nifti_header_problems(path)
+        if problems:
+            raise InputError(case, f"{path}: " + "; ".join(problems))
     try:
         image = sitk.ReadImage(path)
     except Exception as e:  # SimpleITK raises RuntimeError with a long message
         raise InputError(case, f"cannot read {path}: not a readable image file (corrupt, truncated or not an "
                                f"image)") from e
     check_nifti_nans(path, case)
+    if warnings and image.GetDimension() == 3:
+        warnings = [assumed_orientation_warning(w, orientation_of(image)) if "qform" in w else w for w in warnings]
+    if warnings:
+        image.SetMetaData(WARNINGS_KEY, json.dumps(warnings))
     return image
+
+
+def header_warnings(image: sitk.Image) -> list:
+    """Warnings ``read_image`` attached to the image (accepted header oddities, e.g. no qform/sform)."""
+    if image.HasMetaDataKey(WARNINGS_KEY):
+        return list(json.loads(image.GetMetaData(WARNINGS_KEY)))
+    return []
 
 
 def check_nifti_nans(path: str, case: str) -> None:
@@ -72,12 +100,9 @@ def check_geometry(image: sitk.Image, case: str) -> None:
     size = image.GetSize()
     if min(size) == 0:
         raise InputError(case, f"empty image (size {size})")
-    if min(size) < MIN_SIZE_VOXELS:
-        raise InputError(case, f"expected a 3D CT volume, got size {size} (a single slice is a 2D image)")
-    spacing = image.GetSpacing()
-    if any(not np.isfinite(s) or s < MIN_SPACING_MM or s > MAX_SPACING_MM for s in spacing):
-        raise InputError(case, f"absurd voxel spacing {tuple(round(s, 4) for s in spacing)} mm: expected between "
-                               f"{MIN_SPACING_MM} and {MAX_SPACING_MM} mm on every axis (wrong header?)")
+    problems = geometry_problems(size, image.GetSpacing(), image.GetDirection())
+    if problems:
+        raise InputError(case, "; ".join(problems))
 
 
 def check_intensities(array: np.ndarray, case: str) -> None:

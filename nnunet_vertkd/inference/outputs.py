@@ -51,7 +51,9 @@ def list_input_cases(list_of_files_or_folder: Union[str, Sequence[str]]
 
     A folder contributes its image files (``IMAGE_ENDINGS``); files of other channels (``_0001`` ...) are not
     cases (the model has one input channel) and are reported. Listed files are kept even if missing, so that
-    the per-case check reports them.
+    the per-case check reports them. Two inputs with the same case name (``x.nii`` and ``x.nii.gz``) are both
+    reported and neither is run. No image file at all raises ``NoInputError`` saying what was found (e.g. a
+    DICOM series).
     """
     problems: Dict[str, str] = {}
     if isinstance(list_of_files_or_folder, (str, os.PathLike)) and os.path.isdir(list_of_files_or_folder):
@@ -69,18 +71,145 @@ def list_input_cases(list_of_files_or_folder: Union[str, Sequence[str]]
                          if split_ending(f)[1] and os.path.isfile(os.path.join(p, f))]
         else:
             expanded.append(p)
+    if not expanded:
+        raise NoInputError(describe_no_input(paths if paths else [str(list_of_files_or_folder)],
+                                             list_of_files_or_folder))
     by_case: Dict[str, str] = {}
+    clashes: Dict[str, List[str]] = {}
     for p in expanded:
         case, channel = case_name(p)
         if channel not in (None, 0):
             problems[os.path.basename(p)] = (f"{os.path.basename(p)}: channel {channel:04d} ignored, the model takes "
                                              f"one CT channel (_0000)")
             continue
-        if case in by_case:
-            problems[case] = f"{case}: two inputs map to this case ({by_case[case]} and {p}); rename one"
+        if case in by_case or case in clashes:  # x.nii and x.nii.gz, x.nii.gz and x_0000.nii.gz: neither is run
+            clashes.setdefault(case, [by_case.pop(case)] if case in by_case else []).append(p)
             continue
         by_case[case] = p
+    for case, clash in clashes.items():
+        problems[case] = (f"{case}: {len(clash)} inputs map to this case ({', '.join(clash)}); none was segmented, "
+                          f"rename all but one")
     return sorted(by_case.items()), problems
+
+
+class RunSetupError(ValueError):
+    """A problem that stops a whole run before any case (no usable input, output folder not writable)."""
+
+
+class NoInputError(RunSetupError):
+    """No image file among the inputs; the message says what was found instead."""
+
+
+def _is_dicom(path: str) -> bool:
+    if path.lower().endswith((".dcm", ".dicom", ".ima")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def describe_no_input(paths: Sequence[str], given) -> str:
+    """Message for inputs without any image file: what the folder(s) hold instead."""
+    folders = [p for p in paths if os.path.isdir(p)] or ([str(given)] if isinstance(given, (str, os.PathLike))
+                                                          and os.path.isdir(given) else [])
+    if not folders:
+        return f"no input image given ({', '.join(map(str, paths)) or 'nothing'})"
+    n_dicom, others, subdirs = 0, [], []
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                subdirs.append(name)
+            elif _is_dicom(path):
+                n_dicom += 1
+            else:
+                others.append(name)
+    where = ", ".join(folders)
+    found = []
+    if n_dicom:
+        found.append(f"{n_dicom} DICOM file(s): DICOM series are not read; convert the series to NIfTI first "
+                     f"(e.g. dcm2niix -z y -o OUT_FOLDER {folders[0]}) and give the .nii.gz file")
+    if others:
+        found.append(f"{len(others)} other file(s) ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})")
+    if subdirs:
+        found.append(f"{len(subdirs)} subfolder(s) ({', '.join(subdirs[:3])}{', ...' if len(subdirs) > 3 else ''}; "
+                     f"folders are not searched recursively)")
+    what = "; ".join(found) if found else "the folder is empty"
+    return f"no CT image ({', '.join(IMAGE_ENDINGS)}) in {where}: {what}"
+
+
+class OutputFolderError(RunSetupError):
+    """The output folder cannot be created or written."""
+
+
+def check_output_folder(folder: str) -> None:
+    """Raise OutputFolderError unless ``folder`` is (or can be created as) a writable folder. Creates nothing."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputFolderError(f"output {folder} is a file, not a folder; give a folder with -o")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputFolderError(f"cannot create the output folder {folder}: {existing} is a file")
+    if not _writable(existing):
+        what = "write to the output folder" if existing == folder else f"create the output folder {folder} in"
+        raise OutputFolderError(f"cannot {what} {existing}: permission denied (read-only?)")
+
+
+def _writable(folder: str) -> bool:
+    """True when a file can be created in ``folder`` (tried, since os.access is wrong for root and some mounts)."""
+    probe = os.path.join(folder, f".vertkd_write_test{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
+
+
+_TMP = re.compile(r"^\..+\.tmp(\d+)(\.[A-Za-z0-9.]+)?$")
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Remove hidden temporaries (``.{name}.tmp{pid}{ending}``) left by killed runs whose process is gone."""
+    removed = []
+    for name in os.listdir(folder):
+        m = _TMP.match(name)
+        if not m or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return sorted(removed)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def prepare_output_folder(folder: str) -> List[str]:
+    """Check, create and tidy the output folder before any work; returns the stale temporaries removed."""
+    check_output_folder(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputFolderError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
+    if not _writable(folder):
+        raise OutputFolderError(f"cannot write to the output folder {folder}: permission denied (read-only?)")
+    return remove_stale_temporaries(folder)
 
 
 @dataclass

@@ -26,10 +26,12 @@ from tqdm import tqdm
 from nnunet_vertkd.centroids import centroids_from_mask
 from nnunet_vertkd.ct_padding import normalised_air_value
 from nnunet_vertkd.inference import geometry
-from nnunet_vertkd.inference.input_checks import InputError, check_image, intensity_warnings, read_image
+from nnunet_vertkd.inference.input_checks import (InputError, check_image, header_warnings, intensity_warnings,
+                                                  read_image)
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
 from nnunet_vertkd.inference.model_loading import LoadedModel, PatchPredictor, load_vertebra_model
-from nnunet_vertkd.inference.outputs import (CaseOutputs, case_files, list_input_cases, write_case_outputs)
+from nnunet_vertkd.inference.outputs import (CaseOutputs, case_files, list_input_cases, prepare_output_folder,
+                                            write_case_outputs)
 from nnunet_vertkd.inference.spine_location import SpineModel, spine_probability
 from nnunet_vertkd.orientation import orientation_of
 
@@ -117,7 +119,7 @@ class VertKDPredictor:
         pm, cm = m.plans_manager, m.configuration_manager
         seconds = {}
         t = time.perf_counter()
-        input_warnings = intensity_warnings(check_image(image, case))
+        input_warnings = header_warnings(image) + intensity_warnings(check_image(image, case))
         reoriented = geometry.reorient(image, m.orientation)
         data_raw, raw_props = geometry.nnunet_input(reoriented)
         preprocessor = cm.preprocessor_class(verbose=False)
@@ -207,7 +209,9 @@ class VertKDPredictor:
             raise ValueError(f"part_id must be in [0, num_parts), got part_id={part_id}, num_parts={num_parts}")
         cases, failed = list_input_cases(list_of_files_or_folder)
         cases = cases[part_id::num_parts]
-        os.makedirs(output_folder, exist_ok=True)
+        removed = prepare_output_folder(output_folder)  # before any work: raises OutputFolderError
+        if removed:
+            tqdm.write(f"removed {len(removed)} temporary file(s) of an interrupted run from {output_folder}")
         summary = {"cases": [c for c, _ in cases], "succeeded": [], "skipped_existing": [], "failed": {}}
         if part_id == 0:  # problems of the input list itself are reported once
             summary["failed"].update(failed)

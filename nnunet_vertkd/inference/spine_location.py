@@ -56,7 +56,10 @@ class SpineModel:
             if not use_folds:
                 raise FileNotFoundError(f"spine model folder {model_folder}: no fold_*/{checkpoint_name}")
         folds = tuple(f if f == "all" else int(f) for f in use_folds)
-        self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
+        try:
+            self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
+        except Exception as e:  # corrupt/truncated checkpoint (UnpicklingError, EOFError, ...), missing fold
+            raise _spine_load_error(model_folder, folds, checkpoint_name, e) from e
 
     def probability_raw(self, data: np.ndarray, properties: dict) -> np.ndarray:
         """Spine probability (float32, shape ``data.shape[1:]``) for a (1, z, y, x) image read like SimpleITKIO."""
@@ -66,6 +69,21 @@ class SpineModel:
         _, probs = self.predictor.predict_single_npy_array(np.asarray(data, dtype=np.float32), props, None, None, True)
         probs = np.asarray(probs)
         return probs[1].astype(np.float32, copy=False) if probs.shape[0] > 1 else probs[0].astype(np.float32)
+
+
+def _spine_load_error(model_folder: str, folds, checkpoint_name: str, error: Exception) -> Exception:
+    """A ModelFolderError naming the spine checkpoint that cannot be loaded (found by loading each alone)."""
+    from nnunet_vertkd.inference.model_loading import ModelFolderError, load_checkpoint
+    for f in folds:
+        path = os.path.join(model_folder, f"fold_{f}", checkpoint_name)
+        if not os.path.isfile(path):
+            return ModelFolderError(f"spine model: {path} does not exist")
+        try:
+            load_checkpoint(path)
+        except ModelFolderError as e:
+            return ModelFolderError(f"spine model: {e}")
+    return ModelFolderError(f"cannot load the spine model {model_folder} (folds {list(folds)}, {checkpoint_name}): "
+                            f"{type(error).__name__}: {error}")
 
 
 def heuristic_spine_mask(hu_zyx: np.ndarray, spacing_zyx: Sequence[float], lr_axis: int = 2,
