@@ -47,17 +47,19 @@ def test_soft_kd_tiny_hand_value():
     s1 = 1 / (1 + torch.exp(torch.tensor(-1.0)).item())
     p = [0.5, s1]
     y = [s1, 1 - s1]
-    fp = ((1 - y[0]) * p[0] + (1 - y[1]) * p[1]) / ((1 - y[0]) + (1 - y[1]))
-    fn = (y[0] * (1 - p[0]) + y[1] * (1 - p[1])) / (y[0] + y[1])
+    fp = ((1 - y[0]) * p[0] + (1 - y[1]) * p[1]) / 2
+    fn = (y[0] * (1 - p[0]) + y[1] * (1 - p[1])) / 2
     assert soft_output_kd_loss(zs, zt, None, 1.0, 4.0).item() == pytest.approx(fp + fn, abs=1e-6)
 
 
 def test_soft_kd_temperature_to_infinity():
     zs, zt = _logits(5), _logits(6)
     w = torch.rand_like(zs) * 8 + 1
-    # p = y = 0.5 everywhere: FP = FN = 0.5
+    # p = y = 0.5 everywhere: FP = FN = mean(w * 0.25) per sample
+    per_sample = (0.25 * w).mean(dim=tuple(range(1, w.ndim)))
     for fpw in (0.1, 1.0):
-        assert soft_output_kd_loss(zs, zt, w, fpw, 1e7).item() == pytest.approx(0.5 * fpw + 0.5, abs=1e-5)
+        expected = ((fpw + 1.0) * per_sample).mean().item()
+        assert soft_output_kd_loss(zs, zt, w, fpw, 1e7).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_soft_kd_temperature_to_zero_gives_hard_targets():
@@ -106,3 +108,11 @@ def test_total_and_shape_check():
         soft_output_kd_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3), None, 1.0, 4.0)
     with pytest.raises(ValueError):
         logit_matching_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3))
+
+
+def test_total_without_ground_truth_is_the_kd_term():
+    seg, kd = torch.tensor(0.3), torch.tensor(0.2)
+    assert total_kd_loss(seg, kd, kd_weight=0.5, use_ground_truth=False).item() == pytest.approx(0.1)
+    assert total_kd_loss(seg, None).item() == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        total_kd_loss(seg, None, use_ground_truth=False)

@@ -19,26 +19,45 @@ def _hand_case():
 
 def test_hand_computed_single_sample():
     p, y, w = _hand_case()
-    # FP = (1*0.2 + 3*0.1) / (1 + 3) = 0.125 ; FN = (2*0.2 + 1*0.4) / (2 + 1) = 0.8 / 3
-    assert lessmann_loss(p, y, w, fp_weight=1.0).item() == pytest.approx(0.125 + 0.8 / 3, abs=1e-7)
-    assert lessmann_loss(p, y, w, fp_weight=0.5).item() == pytest.approx(0.0625 + 0.8 / 3, abs=1e-7)
-    # unweighted: FP = 0.3 / 2, FN = 0.6 / 2
-    assert lessmann_loss(p, y, None, fp_weight=1.0).item() == pytest.approx(0.15 + 0.3, abs=1e-7)
+    # paper's form: sums of weighted soft errors, divided by the 4 voxels
+    # FP = (1*0.2 + 3*0.1) / 4 = 0.125 ; FN = (2*0.2 + 1*0.4) / 4 = 0.2
+    assert lessmann_loss(p, y, w, fp_weight=1.0).item() == pytest.approx(0.125 + 0.2, abs=1e-7)
+    assert lessmann_loss(p, y, w, fp_weight=0.5).item() == pytest.approx(0.0625 + 0.2, abs=1e-7)
+    # unweighted: FP = 0.3 / 4, FN = 0.6 / 4
+    assert lessmann_loss(p, y, None, fp_weight=1.0).item() == pytest.approx(0.075 + 0.15, abs=1e-7)
 
 
 def test_hand_computed_batch_mean_and_empty_target():
     p, y, w = _hand_case()
     p2 = torch.full_like(p, 0.5)
-    y2 = torch.zeros_like(y)  # empty target: FN = 0, FP = 0.5
+    y2 = torch.zeros_like(y)  # empty target: FN = 0, FP = 4 * 0.5 / 4 = 0.5
     loss = lessmann_loss(torch.cat([p, p2]), torch.cat([y, y2]), torch.cat([w, torch.ones_like(w)]), fp_weight=0.5)
-    assert loss.item() == pytest.approx(((0.0625 + 0.8 / 3) + 0.25) / 2, abs=1e-7)
+    assert loss.item() == pytest.approx(((0.0625 + 0.2) + 0.25) / 2, abs=1e-7)
 
 
 def test_soft_target_hand_computed():
     p = torch.tensor([[[0.5, 0.25]]])
     y = torch.tensor([[[0.8, 0.4]]])
-    # FP = (0.2*0.5 + 0.6*0.25) / 0.8 = 0.3125 ; FN = (0.8*0.5 + 0.4*0.75) / 1.2 = 0.7 / 1.2
-    assert lessmann_loss(p, y, None, 1.0).item() == pytest.approx(0.3125 + 0.7 / 1.2, abs=1e-7)
+    # FP = (0.2*0.5 + 0.6*0.25) / 2 = 0.125 ; FN = (0.8*0.5 + 0.4*0.75) / 2 = 0.35
+    assert lessmann_loss(p, y, None, 1.0).item() == pytest.approx(0.125 + 0.35, abs=1e-7)
+
+
+@pytest.mark.parametrize("n_target", [1, 27, 200])
+@pytest.mark.parametrize("fp_weight", [0.1, 1.0])
+def test_one_false_positive_voxel_costs_fp_weight_false_negatives(n_target, fp_weight):
+    """Paper's form: an FP voxel costs fp_weight x an FN voxel of the same weight, whatever the target size
+    (the normalised form made an FP voxel cost 0.09-0.17 of an FN voxel at fp_weight = 1 on 128^3 patches)."""
+    y = torch.zeros(1, 1, 10, 10, 10)
+    y.view(-1)[:n_target] = 1
+    perfect = y.clone()
+    one_fp = perfect.clone()
+    one_fp.view(-1)[-1] = 1.0
+    one_fn = perfect.clone()
+    one_fn.view(-1)[0] = 0.0
+    fp_cost = lessmann_loss(one_fp, y, None, fp_weight).item()
+    fn_cost = lessmann_loss(one_fn, y, None, fp_weight).item()
+    assert fp_cost == pytest.approx(fp_weight * fn_cost, rel=1e-6)
+    assert fn_cost == pytest.approx(1 / 1000, rel=1e-6)
 
 
 def test_perfect_prediction_is_zero_and_all_wrong_is_known():
@@ -46,9 +65,14 @@ def test_perfect_prediction_is_zero_and_all_wrong_is_known():
     y = torch.from_numpy(rng.random((2, 1, 6, 6, 6)) > 0.6).float()
     w = torch.from_numpy(rng.random((2, 1, 6, 6, 6)) * 8 + 1).float()
     assert lessmann_loss(y, y, w, fp_weight=0.3).item() == 0.0
-    # all wrong: FP = FN = 1 whatever the weights
-    assert lessmann_loss(1 - y, y, w, fp_weight=0.3).item() == pytest.approx(1.3, abs=1e-6)
-    assert lessmann_loss(1 - y, y, w, fp_weight=1.0).item() == pytest.approx(2.0, abs=1e-6)
+    # all wrong: FP = sum(w (1 - y)) / N, FN = sum(w y) / N per sample
+    dims = (1, 2, 3, 4)
+    for fpw in (0.3, 1.0):
+        expected = ((fpw * (w * (1 - y)).sum(dims) + (w * y).sum(dims)) / 216).mean().item()
+        assert lessmann_loss(1 - y, y, w, fp_weight=fpw).item() == pytest.approx(expected, rel=1e-6)
+    # symmetry: swapping prediction and target swaps the FP and FN terms (equal at fp_weight = 1)
+    p = torch.from_numpy(rng.random((2, 1, 6, 6, 6))).float()
+    assert lessmann_loss(p, y, w, 1.0).item() == pytest.approx(lessmann_loss(y, p, w, 1.0).item(), rel=1e-6)
 
 
 def test_from_logits_matches_sigmoid():

@@ -96,3 +96,29 @@ def test_constant_lr():
     opt.param_groups[0]["lr"] = 5.0
     sched.step(10)
     assert opt.param_groups[0]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("name,uses_gt", [("VertKDStudentTrainer", True), ("VertKDStudentTrainer_logits", False),
+                                          ("VertKDStudentTrainer_logitsDistMap", False),
+                                          ("VertKDStudentTrainer_scratch", True)])
+def test_logit_students_train_without_ground_truth(name, uses_gt):
+    """Paper Table 2: S_L and S_LW use no ground truth; the total loss of a step is the KD term alone."""
+    cls = getattr(trainers, name)
+    obj = cls.__new__(cls)
+    torch.manual_seed(0)
+    obj.network = torch.nn.Conv3d(2, 1, 1)
+    obj.teacher = torch.nn.Conv3d(2, 1, 1)
+    obj.device = torch.device("cpu")
+    obj.loss = VertKDSegmentationLoss(None)
+    obj.current_epoch, obj.num_epochs = 0, 10
+    batch = {"data": torch.randn(1, 2, 6, 6, 6), "target": (torch.rand(1, 1, 6, 6, 6) > 0.5).float(),
+             "weights": torch.rand(1, 1, 6, 6, 6) + 1}
+    _, _, total, seg, kd = obj._losses(batch)
+    if kd is None:
+        assert torch.allclose(total, seg)
+    elif uses_gt:
+        assert torch.allclose(total, seg + kd)
+    else:
+        assert torch.allclose(total, kd) and seg.item() > 0
+        total.backward()  # the gradient comes from the teacher match only
+        assert obj.network.weight.grad is not None
