@@ -18,6 +18,7 @@ setup(
         "numpy",
         "acvl-utils",
         "scipy",                      # distance maps, centroids
+        "edt",                        # fast Euclidean distance transform (border-weight maps on the training path)
         "connected-components-3d",    # largest fragment / components
         "tqdm",                       # progress bars
         "pillow",                     # PNG previews

@@ -13,5 +13,8 @@ from nnunet_vertkd.trainers.variants import (  # noqa: F401
     VertKDStudentTrainer_logitsDistMap_debug, VertKDStudentTrainer_logits_debug, VertKDStudentTrainer_scratch_debug,
     VertKDTeacherTrainer_5epochs, VertKDTeacherTrainer_debug, VertKDTeacherTrainer_nnUNetTopology_debug,
     VertKDTeacherTrainer_noDataProcessing_debug)
+from nnunet_vertkd.trainers.cpu_recipe import (  # noqa: F401
+    VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_scratch_cpu2mm,
+    VertKDTeacherTrainer_cpu2mm)
 
 __all__ = [name for name in dir() if name.startswith("VertKD")]

@@ -2,7 +2,7 @@
 
 Border weights
     omega_i = gamma * exp(-d_i^2 / sigma^2) + 1, gamma = 8, sigma = 6 mm.
-    d_i is the Euclidean distance in mm (``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``)
+    d_i is the Euclidean distance in mm (the `edt` package, or scipy's ``distance_transform_edt`` as fallback)
     from the centre of voxel i to the centre of the nearest *surface voxel* of the target. Surface voxels are
     the target voxels that have at least one 6-connected neighbour outside the target (the inner boundary of
     the mask). Thus d = 0 (omega = gamma + 1) on the surface voxels, d = k * spacing for a voxel k voxels away
@@ -57,11 +57,24 @@ def target_surface(target: np.ndarray) -> np.ndarray:
     return target & ~binary_erosion(target, structure=structure, border_value=1)
 
 
-def border_weight_map(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), gamma: float = GAMMA,
-                      sigma_mm: float = SIGMA_MM) -> np.ndarray:
-    """omega = gamma * exp(-d^2 / sigma^2) + 1 with d the distance in mm to the nearest surface voxel (see the
-    module docstring), as float32 with the shape of ``target``. ``spacing_mm`` has one entry per axis of
-    ``target`` (a scalar is broadcast)."""
+#: weights below 1 + BORDER_WEIGHT_TOLERANCE are written as exactly 1 (the Gaussian tail far from the surface)
+BORDER_WEIGHT_TOLERANCE = 1e-6
+
+
+def _distance_transform(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Euclidean distance (mm) of every voxel to the nearest zero voxel of ``mask``; the array edge is not a
+    zero. Uses the ``edt`` package (several times faster than scipy) when installed, else scipy."""
+    try:
+        import edt as _edt
+    except ImportError:  # pragma: no cover - edt is an install requirement, scipy is the fallback
+        return distance_transform_edt(mask, sampling=spacing)
+    return _edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), anisotropy=tuple(float(s) for s in spacing),
+                    black_border=False, parallel=1)
+
+
+def border_weight_map_reference(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+                                gamma: float = GAMMA, sigma_mm: float = SIGMA_MM) -> np.ndarray:
+    """The definition, computed on the whole array with scipy (slow: ~0.5 s per 128^3 map); for tests."""
     target = np.asarray(target).astype(bool)
     spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (target.ndim,))
     surface = target_surface(target)
@@ -72,11 +85,61 @@ def border_weight_map(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.
     return w.astype(np.float32)
 
 
+def _bbox(mask: np.ndarray):
+    """(lo, hi) voxel bounds (hi exclusive) of the non-zero voxels, or None."""
+    lo, hi = [], []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if idx.size == 0:
+            return None
+        lo.append(int(idx[0]))
+        hi.append(int(idx[-1]) + 1)
+    return lo, hi
+
+
+def border_weight_map(target: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), gamma: float = GAMMA,
+                      sigma_mm: float = SIGMA_MM, tolerance: float = BORDER_WEIGHT_TOLERANCE) -> np.ndarray:
+    """omega = gamma * exp(-d^2 / sigma^2) + 1 with d the distance in mm to the nearest surface voxel (see the
+    module docstring), as float32 with the shape of ``target``. ``spacing_mm`` has one entry per axis of
+    ``target`` (a scalar is broadcast).
+
+    Cheap on the training hot path: the surface is found inside the target's bounding box (plus one voxel),
+    and distances are computed only inside the surface's bounding box grown by the distance beyond which
+    gamma * exp(-d^2 / sigma^2) < ``tolerance``; every voxel outside it gets exactly 1 (it differs from the
+    definition by less than ``tolerance``). Inside, the result equals ``border_weight_map_reference`` (every
+    surface voxel lies in the box). About 20 ms for a vertebra in a 64^3 patch at 2 mm, 0.1 s at 128^3 / 1 mm,
+    with the ``edt`` package (scipy fallback)."""
+    target = np.asarray(target).astype(bool)
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (target.ndim,))
+    out = np.ones(target.shape, dtype=np.float32)
+    box = _bbox(target)
+    if box is None:
+        return out
+    # surface inside the target's box + 1 voxel (clipped: the array edge is no surface, border_value=1)
+    lo = [max(0, a - 1) for a in box[0]]
+    hi = [min(n, b + 1) for n, b in zip(target.shape, box[1])]
+    inner = tuple(slice(a, b) for a, b in zip(lo, hi))
+    surface = np.zeros(target.shape, dtype=bool)
+    surface[inner] = target_surface(target[inner])
+    sbox = _bbox(surface[inner])
+    if sbox is None:
+        return out
+    reach_mm = float(sigma_mm) * math.sqrt(max(math.log(max(gamma, 1e-12) / tolerance), 0.0))
+    margin = [int(math.ceil(reach_mm / s)) + 1 for s in spacing]
+    lo2 = [max(0, l0 + a - m) for l0, a, m in zip(lo, sbox[0], margin)]
+    hi2 = [min(n, l0 + b + m) for n, l0, b, m in zip(target.shape, lo, sbox[1], margin)]
+    region = tuple(slice(a, b) for a, b in zip(lo2, hi2))
+    d = _distance_transform(~surface[region], spacing)
+    out[region] = (gamma * np.exp(-(d * d) / (float(sigma_mm) ** 2)) + 1.0).astype(np.float32)
+    return out
+
+
 def border_weight_maps_torch(target: torch.Tensor, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
                              gamma: float = GAMMA, sigma_mm: float = SIGMA_MM) -> torch.Tensor:
     """``border_weight_map`` for every sample and channel of a (B, C, *S) target tensor (> 0.5 = target),
-    computed on the CPU with scipy; returns float32 on the target's device. For a deep-supervision scale s
-    (e.g. 0.5) pass ``spacing_mm / s`` so that distances stay in mm. About 0.5 s per 128^3 map on one core."""
+    computed on the CPU (``border_weight_map``); returns float32 on the target's device. For a deep-supervision
+    scale s (e.g. 0.5) pass ``spacing_mm / s`` so that distances stay in mm."""
     t = (target.detach() > 0.5).cpu().numpy()
     out = np.empty(t.shape, dtype=np.float32)
     for b in range(t.shape[0]):

@@ -1,0 +1,89 @@
+"""CPU training recipe: the paper's 128 mm field of view at 2 mm (64^3 patches), for 2 CPU cores and ~1-2 h.
+
+The vertebra dataset is converted at 2 mm (``vertkd_convert_verse ... --spacing-mm 2``), so a 64^3 patch covers
+the same 128 mm cube as the paper's 128^3 patch at 1 mm. Everything defined in millimetres stays the same
+(border-weight sigma 6 mm, translation +-64 mm = half the patch, rotation and zoom ranges); the loop settings of
+the final validation and of ``vertkd_predict`` are scaled to the preprocessed spacing
+(``IterativeSettings.scaled_to_spacing``), as for every trainer. The schedule is short (see the class
+attributes) with nnU-Net's poly learning-rate decay so that the short run ends converged, and the trainers seed
+Python, NumPy and torch from ``recipe_seed`` (or ``$VERTKD_SEED``) before nnU-Net builds anything.
+``$VERTKD_NUM_THREADS`` limits torch's threads (nnUNetv2_train -device cpu uses every core), so that two
+trainings can share 2 cores without oversubscription.
+
+The shipped reference model (``nnunet_vertkd/pretrained``, docs/pretrained.md) was trained with these classes:
+
+    VertKDTeacherTrainer_cpu2mm   teacher 16-32-64-128
+    VertKDStudentTrainer_cpu2mm   student 8-16-32-64 distilled from VertKDTeacherTrainer_cpu2mm (soft outputs, T=4)
+    VertKDSpineTrainer_cpu4mm     spine model on the 4 mm spine dataset (plain nnU-Net, 8-16-32-64)
+
+Class attributes only below the mixins (configuration as data, docs/trainers.md).
+"""
+import os
+import random
+
+import numpy as np
+import torch
+
+from nnunet_vertkd.trainers.spine import VertKDSpineTrainer
+from nnunet_vertkd.trainers.student import VertKDStudentTrainer, VertKDStudentTrainer_scratch
+from nnunet_vertkd.trainers.teacher import VertKDTeacherTrainer
+
+SEED_ENV = "VERTKD_SEED"
+THREADS_ENV = "VERTKD_NUM_THREADS"
+
+
+class _SeededCPU:
+    """Seeds random / numpy / torch (``$VERTKD_SEED`` or ``recipe_seed``) and applies ``$VERTKD_NUM_THREADS``
+    before nnU-Net's __init__."""
+    recipe_seed = 0
+
+    def __init__(self, plans: dict, configuration: str, fold, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        seed = int(os.environ.get(SEED_ENV, "").strip() or self.recipe_seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        threads = os.environ.get(THREADS_ENV, "").strip()
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+class _CPU2mmSchedule:
+    """64^3 patches of the 2 mm dataset; 60 epochs x 25 patches, poly-decayed Adam 1e-3."""
+    patch_size_voxels = (64, 64, 64)
+    num_epochs = 60
+    num_iterations_per_epoch = 25
+    num_val_iterations_per_epoch = 3
+    save_every = 5
+    lr_schedule = "poly"
+    initial_lr = 1e-3
+    # noise and blur are defined in voxels: halve the blur so that it stays ~1-2 mm at 2 mm spacing
+    blur_sigma = (0.25, 0.5)
+    # the trainers' own iterative validation on every training case costs more than the training on 2 cores;
+    # the recipe's models are evaluated with vertkd_predict + vertkd_evaluate on held-out scans instead
+    run_final_validation = False
+
+
+class VertKDTeacherTrainer_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDTeacherTrainer):
+    """T_S teacher (16-32-64-128) on the CPU recipe."""
+
+
+class VertKDStudentTrainer_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDStudentTrainer):
+    """S_T4 student (8-16-32-64, soft outputs T = 4) distilled from ``VertKDTeacherTrainer_cpu2mm``; shorter
+    schedule (each step also runs the teacher)."""
+    teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm"
+    num_epochs = 40
+
+
+class VertKDStudentTrainer_scratch_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDStudentTrainer_scratch):
+    """S_S student without a teacher on the CPU recipe (for comparisons)."""
+    num_epochs = 40
+
+
+class VertKDSpineTrainer_cpu4mm(_SeededCPU, VertKDSpineTrainer):
+    """Spine model on the 4 mm spine dataset: nnU-Net's planned patch, 40 epochs x 25 iterations."""
+    num_epochs = 40
+    num_iterations_per_epoch = 25
+    num_val_iterations_per_epoch = 3
+    save_every = 5

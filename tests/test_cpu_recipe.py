@@ -1,0 +1,80 @@
+"""The CPU training recipe (nnunet_vertkd/trainers/cpu_recipe.py) and the cheap border-weight maps."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from nnunet_vertkd.ext_trainers_path import EXT_TRAINER_DIR
+from nnunet_vertkd.trainers import cpu_recipe
+from nnunet_vertkd.trainers.losses.lessmann import (
+    BORDER_WEIGHT_TOLERANCE, border_weight_map, border_weight_map_reference)
+
+RECIPE = ("VertKDTeacherTrainer_cpu2mm", "VertKDStudentTrainer_cpu2mm", "VertKDStudentTrainer_scratch_cpu2mm",
+          "VertKDSpineTrainer_cpu4mm")
+
+
+def test_recipe_classes_are_found_by_stock_lookup():
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f\n"
+            f"for n in {RECIPE!r}:\n"
+            "    c = f(n); print('FOUND', n, c.__module__)\n")
+    env = dict(os.environ, nnUNet_extTrainer=EXT_TRAINER_DIR)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for n in RECIPE:
+        assert f"FOUND {n} nnunet_vertkd.trainers" in res.stdout
+
+
+def test_recipe_settings():
+    t = cpu_recipe.VertKDTeacherTrainer_cpu2mm
+    s = cpu_recipe.VertKDStudentTrainer_cpu2mm
+    assert t.patch_size_voxels == (64, 64, 64) == s.patch_size_voxels  # 128 mm at 2 mm
+    assert t.features == (16, 32, 64, 128) and s.features == (8, 16, 32, 64)
+    assert s.teacher_trainer_name == "VertKDTeacherTrainer_cpu2mm" and s.distillation == "soft_outputs"
+    assert t.lr_schedule == "poly" and t.max_translation_fraction == 0.5 and t.border_sigma_mm == 6.0
+    # names written out in the source (not generated), so that grep finds them
+    src = open(cpu_recipe.__file__, encoding="utf-8").read()
+    for n in RECIPE:
+        assert f"class {n}(" in src
+
+
+def _blob(shape, seed, box):
+    rng = np.random.default_rng(seed)
+    f = gaussian_filter(rng.random(shape), 3)
+    t = np.zeros(shape, bool)
+    t[box] = True
+    return t & (f > np.percentile(f, 25))
+
+
+@pytest.mark.parametrize("shape,spacing,box", [
+    ((64, 64, 64), (2.0, 2.0, 2.0), np.s_[20:45, 10:40, 15:50]),
+    ((48, 60, 30), (1.0, 1.0, 3.0), np.s_[5:30, 20:58, :12]),       # touches the array edge, anisotropic
+    ((40, 40, 40), (1.0, 1.0, 1.0), np.s_[:, :, :]),                 # fills the array but for the noise holes
+])
+def test_border_weight_map_equals_scipy_reference(shape, spacing, box):
+    t = _blob(shape, 1, box)
+    ref = border_weight_map_reference(t, spacing)
+    fast = border_weight_map(t, spacing)
+    assert fast.dtype == np.float32 and fast.shape == t.shape
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=2 * BORDER_WEIGHT_TOLERANCE + 1e-6)
+
+
+def test_border_weight_map_edge_cases():
+    assert np.all(border_weight_map(np.zeros((10, 10, 10), bool)) == 1)
+    assert np.all(border_weight_map(np.ones((10, 10, 10), bool)) == 1)  # the array edge is no surface
+    one = np.zeros((9, 9, 9), bool)
+    one[4, 4, 4] = True
+    np.testing.assert_allclose(border_weight_map(one), border_weight_map_reference(one), atol=1e-5)
+
+
+def test_border_weight_map_is_cheap_at_128():
+    t = _blob((128, 128, 128), 2, np.s_[40:90, 30:100, 35:85])
+    border_weight_map(t)
+    start = time.perf_counter()
+    for _ in range(3):
+        border_weight_map(t)
+    per_map = (time.perf_counter() - start) / 3
+    assert per_map < 0.3, f"{per_map:.3f} s per 128^3 map"
