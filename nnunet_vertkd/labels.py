@@ -5,7 +5,7 @@ VerSe numbers vertebrae C1-C7 = 1-7, T1-T12 = 8-19, L1-L5 = 20-24, L6 = 25 and t
 order (T13 lies between T12 and L1). The vertebra dataset written by ``vertkd_convert_verse`` uses
 consecutive labels 1..26 in cranio-caudal order, so that "cranial to t" is simply "label < t".
 """
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 VERSE_LABEL_NAMES: Dict[int, str] = {
     **{i: f"C{i}" for i in range(1, 8)},
@@ -44,3 +44,19 @@ def nnunet_dataset_labels() -> Dict[str, int]:
     for verse_label in VERSE_LABELS_CRANIOCAUDAL:
         labels[VERSE_LABEL_NAMES[verse_label]] = VERSE_TO_NNUNET[verse_label]
     return labels
+
+
+#: VerSe labels that are not vertebrae of the method (26 sacrum, 27 coccyx): set to background with a warning by
+#: the converter and the evaluator. Any other value outside ``VERSE_TO_NNUNET`` means "not a vertebra mask".
+DROPPED_VERSE_LABELS = (26, 27)
+
+
+def classify_verse_labels(values) -> Tuple[List[int], List[int], List[int]]:
+    """(vertebra labels, dropped labels 26/27, unknown values) among the non-zero integer ``values`` of a
+    VerSe vertebra mask; the one rule of the converter and the evaluator: unknown values (99, 255, negative
+    ...) make the file "not a VerSe vertebra mask", dropped ones become background with a warning."""
+    values = sorted({int(v) for v in values if int(v) != 0})
+    kept = [v for v in values if v in VERSE_TO_NNUNET]
+    dropped = [v for v in values if v in DROPPED_VERSE_LABELS]
+    unknown = [v for v in values if v not in VERSE_TO_NNUNET and v not in DROPPED_VERSE_LABELS]
+    return kept, dropped, unknown

@@ -26,15 +26,13 @@ import SimpleITK as sitk
 from nnunet_vertkd.centroids import CentroidFileError, centroids_from_mask, read_centroids, write_centroids
 from nnunet_vertkd.image_checks import (assumed_orientation_warning, geometry_problems, is_nifti,
                                         nifti_header_problems, nifti_truncation_problem)
-from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET
+from nnunet_vertkd.labels import DROPPED_VERSE_LABELS, NNUNET_TO_VERSE, VERSE_TO_NNUNET, classify_verse_labels
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, orientation_of, to_canonical
 
 from .verse_discovery import TEST, CaseSource
 
 #: isotropic spacing (mm) of the spine-location dataset.
 SPINE_SPACING_MM = 4.0
-#: VerSe labels that are dropped with a warning (sacrum, coccyx: not vertebrae of the method).
-DROPPED_VERSE_LABELS = (26, 27)
 STAGING_FOLDER = ".vertkd_staging"
 
 _SPACING_RTOL = 1e-3
@@ -146,11 +144,7 @@ def mask_to_nnunet_labels(mask_kji: np.ndarray, mask_path: str, warnings: List[s
         if off > 1e-3:
             warnings.append(f"{mask_path}: float mask has non-integer values (up to {off:.3g} away); rounded")
         mask_kji = rounded
-    values = np.unique(mask_kji).astype(np.int64)
-    values = [int(v) for v in values if v != 0]
-    unknown = [v for v in values if v not in VERSE_TO_NNUNET]
-    dropped = [v for v in unknown if v in DROPPED_VERSE_LABELS]
-    unknown = [v for v in unknown if v not in DROPPED_VERSE_LABELS]
+    kept, dropped, unknown = classify_verse_labels(np.unique(mask_kji).astype(np.int64))
     if unknown:
         raise CaseError(
             f"{mask_path}: unknown label values {unknown} (VerSe vertebra labels are 1-25 and 28; "
@@ -160,7 +154,6 @@ def mask_to_nnunet_labels(mask_kji: np.ndarray, mask_path: str, warnings: List[s
     lut = np.zeros(max(max(VERSE_TO_NNUNET), max(DROPPED_VERSE_LABELS)) + 1, dtype=np.uint8)
     for verse_label, nnunet_label in VERSE_TO_NNUNET.items():
         lut[verse_label] = nnunet_label
-    kept = [v for v in values if v in VERSE_TO_NNUNET]
     if not kept:
         raise CaseError(f"{mask_path}: empty mask (no vertebra labels)")
     return lut[mask_kji.astype(np.uint8)]  # all values are in 0..28 here

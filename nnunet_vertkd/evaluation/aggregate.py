@@ -91,7 +91,7 @@ def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) 
         cases[case] = {k: res.get(k) for k in ("n_ref", "n_pred", "n_identified", "id_rate", "d_mean_mm",
                                                 "dice_mean", "hd_mean_mm", "assd_ref_to_pred_mean_mm",
                                                 "assd_pred_to_ref_mean_mm", "failure_rate", "missing",
-                                                "extra", "match", "note")}
+                                                "extra", "match", "note", "warnings")}
     summary = {"overall": overall, "regions": regions, "cases": cases}
     if extra_info:
         summary.update(extra_info)

@@ -13,10 +13,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_vertkd.centroids import read_centroids
+from nnunet_vertkd.centroids import CentroidFileError, read_centroids
 from nnunet_vertkd.evaluation.aggregate import format_table, write_outputs
 from nnunet_vertkd.evaluation.metrics import evaluate_case
-from nnunet_vertkd.labels import NNUNET_TO_VERSE
+from nnunet_vertkd.image_checks import is_nifti, nifti_truncation_problem
+from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET, classify_verse_labels
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
 # suffixes stripped (repeatedly) from a file stem to get the case id
@@ -165,12 +166,80 @@ def _remap(arr: np.ndarray, mapping: Dict[int, int], what: str) -> np.ndarray:
     return out
 
 
-def _read_labels(path: str) -> Tuple[sitk.Image, np.ndarray]:
-    img = sitk.ReadImage(path)
-    arr = sitk.GetArrayFromImage(img)
-    if not np.issubdtype(arr.dtype, np.integer):
-        arr = np.rint(arr)  # VerSe masks are sometimes stored as float64
-    return img, arr.astype(np.int32)
+def _read_labels(path: str, what: str = "mask") -> Tuple[sitk.Image, np.ndarray]:
+    """Read a label image; unreadable, truncated or non-3D files raise EvaluationInputError naming the file.
+    Returns the image and its (not yet validated) array ([k, j, i]; float arrays are left as they are)."""
+    if is_nifti(path):
+        problem = nifti_truncation_problem(path)
+        if problem:
+            raise EvaluationInputError(f"{what} {path}: cannot read it: {problem}")
+    try:
+        img = sitk.ReadImage(path)
+        arr = sitk.GetArrayFromImage(img)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "rror" in ln), lines[0] if lines else "")
+        raise EvaluationInputError(f"{what} {path}: cannot read it (corrupt or not an image: {detail[:200]})") from None
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise EvaluationInputError(f"{what} {path}: not a 3D label image (dimension {img.GetDimension()}, "
+                                   f"{img.GetNumberOfComponentsPerPixel()} components)")
+    return img, arr
+
+
+def _integer_labels(arr: np.ndarray, what: str, warnings: Optional[List[str]]) -> np.ndarray:
+    """int32 labels of a mask: NaN/inf always refused; non-integer float values rounded with a warning when
+    ``warnings`` is a list (references, as the converter does), refused when it is None (predictions: rounding
+    2.5 could merge two instances)."""
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int32)
+    if not np.all(np.isfinite(arr)):
+        raise EvaluationInputError(f"{what}: NaN or infinite values, not a label image")
+    rounded = np.rint(arr)  # VerSe masks are sometimes stored as float64
+    off = float(np.max(np.abs(arr - rounded))) if arr.size else 0.0
+    if off > 1e-3:
+        values = np.unique(arr[np.abs(arr - rounded) > 1e-3])[:5]
+        if warnings is None:
+            raise EvaluationInputError(f"{what}: non-integer label values {[float(v) for v in values]}: not an "
+                                       f"instance mask (rounding could merge two vertebrae)")
+        warnings.append(f"{what}: non-integer label values (up to {off:.3g} away) rounded")
+    if rounded.size and (rounded.max() > np.iinfo(np.int32).max or rounded.min() < np.iinfo(np.int32).min):
+        raise EvaluationInputError(f"{what}: label values out of range")
+    return rounded.astype(np.int32)
+
+
+def _check_reference_labels(ref: np.ndarray, what: str, warnings: List[str]) -> np.ndarray:
+    """The converter's rule on VerSe labels: 26/27 become background (warning); any other value that is not a
+    vertebra label (99, 255, negative ...) means the file is not a VerSe vertebra mask: refused."""
+    kept, dropped, unknown = classify_verse_labels(np.unique(ref))
+    if unknown:
+        raise EvaluationInputError(
+            f"{what}: label values {unknown} are not VerSe vertebra labels (1-25, 28; 26/27 are ignored): not a "
+            f"vertebra mask (a sub-region mask, a wrong file?)")
+    if dropped:
+        warnings.append(f"{what}: labels {dropped} (26 sacrum, 27 coccyx) are not vertebrae; set to background")
+        ref = np.where(np.isin(ref, dropped), 0, ref).astype(np.int32)
+    return ref
+
+
+#: largest label accepted in a prediction for --match overlap (vertkd_predict writes 1..N, N <= MAX_VERTEBRAE)
+MAX_PREDICTION_LABEL = 255
+
+
+def _check_prediction_labels(pred: np.ndarray, what: str, match: str, pred_labels: str) -> None:
+    values = [int(v) for v in np.unique(pred) if v != 0]
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise EvaluationInputError(f"{what}: negative label values {negative[:5]}: not an instance mask")
+    if match == "label" and pred_labels == "verse":
+        bad = [v for v in values if v not in VERSE_TO_NNUNET]
+        if bad:
+            raise EvaluationInputError(f"{what}: label values {bad[:5]} are not VerSe vertebra labels (1-25, 28) "
+                                       f"for --match label --pred-labels verse")
+    elif match == "overlap":
+        bad = [v for v in values if v > MAX_PREDICTION_LABEL]
+        if bad:
+            raise EvaluationInputError(f"{what}: label values {bad[:5]} above {MAX_PREDICTION_LABEL}: not a "
+                                       f"vertebra instance mask (vertkd_predict writes 1..N from the top)")
 
 
 def _transform_centroids(ctd: Dict[int, tuple], src: sitk.Image, dst: sitk.Image) -> Dict[int, tuple]:
@@ -181,16 +250,27 @@ def _transform_centroids(ctd: Dict[int, tuple], src: sitk.Image, dst: sitk.Image
     return out
 
 
+def _read_ctd(path: str, case: str):
+    try:
+        return read_centroids(path)
+    except (CentroidFileError, OSError) as e:
+        raise EvaluationInputError(f"case {case}: {e}") from None
+
+
 def evaluate_pair(job: dict) -> Tuple[str, dict]:
     """Evaluate one case; ``job`` holds case, ref/pred entries, settings. Returns (case, result dict)."""
     case = job["case"]
-    ref_img, ref = _read_labels(job["ref"]["mask"])
+    warnings: List[str] = []
+    ref_what = f"case {case}: reference {job['ref']['mask']}"
+    ref_img, ref = _read_labels(job["ref"]["mask"], f"case {case}: reference")
+    ref = _integer_labels(ref, ref_what, warnings)
     if job["nnunet_to_verse"] is not None:
-        ref = _remap(ref, job["nnunet_to_verse"], f"reference {job['ref']['mask']}")
+        ref = _remap(ref, job["nnunet_to_verse"], ref_what)
+    ref = _check_reference_labels(ref, ref_what, warnings)
     spacing = tuple(reversed(ref_img.GetSpacing()))
     ref_ctd = None
     if job["use_centroid_files"] and job["ref"].get("ctd"):
-        _, ref_ctd = read_centroids(job["ref"]["ctd"])
+        _, ref_ctd = _read_ctd(job["ref"]["ctd"], case)
         present = {int(v) for v in np.unique(ref)}
         ref_ctd = {k: v for k, v in ref_ctd.items() if k in present}
     note = None
@@ -199,9 +279,12 @@ def evaluate_pair(job: dict) -> Tuple[str, dict]:
         pred = np.zeros_like(ref)
         note = "no prediction"
     else:
-        pred_img, pred = _read_labels(job["pred"]["mask"])
+        pred_what = f"case {case}: prediction {job['pred']['mask']}"
+        pred_img, pred = _read_labels(job["pred"]["mask"], f"case {case}: prediction")
+        pred = _integer_labels(pred, pred_what, None)
+        _check_prediction_labels(pred, pred_what, job["match"], job["pred_labels"])
         if job["use_centroid_files"] and job["pred"].get("ctd"):
-            _, pred_ctd = read_centroids(job["pred"]["ctd"])
+            _, pred_ctd = _read_ctd(job["pred"]["ctd"], case)
         diff = _grid_difference(ref_img, pred_img)
         if diff is not None:
             if not job["resample_pred"]:
@@ -212,8 +295,7 @@ def evaluate_pair(job: dict) -> Tuple[str, dict]:
                                 sitk.Transform(), sitk.sitkNearestNeighbor, 0)
             if pred_ctd:
                 pred_ctd = _transform_centroids(pred_ctd, pred_img, ref_img)
-            pred = sitk.GetArrayFromImage(res)
-            pred = (np.rint(pred) if not np.issubdtype(pred.dtype, np.integer) else pred).astype(np.int32)
+            pred = _integer_labels(sitk.GetArrayFromImage(res), pred_what, None)
             note = "resampled"
         if job["pred_labels"] == "nnunet":
             pred = _remap(pred, NNUNET_TO_VERSE, f"prediction {job['pred']['mask']}")
@@ -222,6 +304,7 @@ def evaluate_pair(job: dict) -> Tuple[str, dict]:
     result = evaluate_case(ref, pred, spacing, match=job["match"], ref_centroids=ref_ctd,
                            pred_centroids=pred_ctd, ref_labels="verse")
     result["note"] = note
+    result["warnings"] = warnings
     result["reference_file"] = job["ref"]["mask"]
     result["prediction_file"] = job["pred"]["mask"] if job.get("pred") else None
     return case, result
@@ -310,6 +393,9 @@ def run(args) -> dict:
                   f"missing): {', '.join(missing_predictions)}")
         if unreferenced:
             print(f"Predictions without reference (ignored): {', '.join(unreferenced)}")
+        for case in sorted(results):
+            for w in results[case].get("warnings") or []:
+                print(f"warning: {w}")
         print(f"Wrote {os.path.join(out, 'summary.json')}, per_vertebra.csv and summary.md")
     return summary
 
