@@ -25,16 +25,16 @@ def synthetic_spine(n=6, superior_axis=2, superior_at_low_index=True, height=6, 
     return labels
 
 
-def topmost_standin(calls=None):
+def topmost_standin(calls=None, patch=PATCH):
     """'Network' that reads labels from the CT channel and returns the topmost one not yet in memory."""
     def predict(x):
-        assert x.shape == (2,) + PATCH and x.dtype == np.float32
+        assert x.shape == (2,) + tuple(patch) and x.dtype == np.float32
         if calls is not None:
             calls.append(x.copy())
         lab = np.rint(x[0]).astype(int)
         free = lab[(lab > 0) & (x[1] < 0.5)]
         if free.size == 0:
-            return np.zeros(PATCH, np.float32)
+            return np.zeros(patch, np.float32)
         return (lab == free.min()).astype(np.float32)
     return predict
 
@@ -53,7 +53,9 @@ def test_visits_vertebrae_top_down_and_stops(axis, low):
     si = [c[axis] for c in res.vertebra_centres]
     assert si == sorted(si, reverse=not low)
     assert all(v.converged for v in res.vertebrae)
-    assert res.n_network_calls == sum(res.iterations_per_vertebra) + (res.stop_reason == "no_fragment")
+    # after the last vertebra: one call finds nothing, then at most MAX_CONSECUTIVE_MISSES steps down
+    extra = res.n_network_calls - sum(res.iterations_per_vertebra)
+    assert 1 <= extra <= SMALL.MAX_CONSECUTIVE_MISSES + 1
     assert all(it <= SMALL.MAX_ITERATIONS_PER_VERTEBRA for it in res.iterations_per_vertebra)
 
 
@@ -86,9 +88,57 @@ def test_stops_at_bottom_of_spine_probability():
 
 def test_fragment_too_small_to_start():
     labels = synthetic_spine()
-    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=10_000, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=10_000, MIN_CONTINUE_FRAGMENT_VOXELS=30, STEP_ON_MISS_VOXELS=4)
     res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), labels > 0, 2, True, PATCH, s)
-    assert res.stop_reason == "fragment_too_small" and res.n_vertebrae == 0 and res.n_network_calls == 1
+    assert res.stop_reason == "fragment_too_small" and res.n_vertebrae == 0
+    assert res.n_network_calls == s.MAX_CONSECUTIVE_MISSES + 1
+
+
+def test_predicts_again_from_the_accepted_vertebra():
+    """Paper Fig. 2: after accepting, the next prediction is made at the accepted vertebra's centre with the
+    updated memory (not after a jump by the vertebra's height)."""
+    labels = synthetic_spine()
+    calls = []
+    res = segment_vertebrae_iteratively(topmost_standin(calls), labels.astype(np.float32), labels > 0, 2, True,
+                                        PATCH, SMALL)
+    first_after = calls[res.iterations_per_vertebra[0]]  # the call right after vertebra 1 was accepted
+    # the patch is centred on vertebra 1: its centre voxel holds label 1 and the memory there is 1
+    centre = tuple(p // 2 for p in PATCH)
+    assert np.rint(first_after[0][centre]) == 1 and first_after[1][centre] == 1
+
+
+def test_one_missed_vertebra_does_not_end_the_scan():
+    """A network that sees nothing once (a gap, a fracture) costs a step down, not the rest of the spine."""
+    labels = synthetic_spine(n=6)
+    inner = topmost_standin()
+    state = {"i": 0}
+
+    def predict(x):
+        state["i"] += 1
+        if state["i"] == 7:  # a call while looking for the second vertebra: nothing
+            return np.zeros(PATCH, np.float32)
+        return inner(x)
+
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30, STEP_ON_MISS_VOXELS=4)
+    res = segment_vertebrae_iteratively(predict, labels.astype(np.float32), labels > 0, 2, True, PATCH, s)
+    assert res.n_vertebrae == 6
+    np.testing.assert_array_equal(res.instances, labels)
+
+
+def test_detached_piece_joins_its_vertebra():
+    """A piece of a vertebra separated from its main part (a thin process cut by the threshold) goes into the
+    memory with it; left out, it would come back as the 'next' vertebra."""
+    labels = synthetic_spine(n=4)
+    lab2 = np.argwhere(labels == 2)
+    lo, hi = lab2.min(0), lab2.max(0)
+    piece = (slice(lo[0], lo[0] + 3), slice(hi[1] + 3, hi[1] + 6), slice(lo[2] + 1, lo[2] + 4))
+    labels[piece] = 2  # 27 voxels, 2 voxels away from the body of vertebra 2
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+    patch = (24, 32, 24)
+    res = segment_vertebrae_iteratively(topmost_standin(patch=patch), labels.astype(np.float32), labels > 0, 2, True,
+                                        patch, s)
+    assert res.n_vertebrae == 4
+    np.testing.assert_array_equal(res.instances, labels)
 
 
 def test_memory_channel_holds_accepted_vertebrae_and_border_padding():
@@ -173,6 +223,7 @@ def test_scaled_to_spacing():
     s = IterativeSettings().scaled_to_spacing((2.0, 2.0, 2.0))
     assert s.MIN_START_FRAGMENT_VOXELS == 125 and s.MIN_CONTINUE_FRAGMENT_VOXELS == 62
     assert s.CONVERGENCE_TOLERANCE_VOXELS == 1.0
+    assert s.STEP_ON_MISS_VOXELS == 16 and s.DETACHED_PIECE_MARGIN_VOXELS == 2
 
 
 def test_wrong_output_shape_is_an_error():

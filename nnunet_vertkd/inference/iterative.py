@@ -1,33 +1,43 @@
 """Step 2 of the method: iterative top-down vertebra segmentation with a memory channel (pure loop, no I/O).
 
-The loop (METHOD.md "Inference", plus Lessmann et al.'s minimum fragment sizes and hard caps):
+The loop (paper 000, Fig. 2 and the authors' pseudocode in METHOD.md "Inference", plus Lessmann et al.'s minimum
+fragment sizes and hard caps):
 
 1. Start at the most superior slice where ``start_prob >= START_THRESHOLD``, at the maximum of ``start_prob``
    in that slice. No such slice -> stop_reason ``"no_spine"``.
 2. Crop a patch (``patch_size``) of CT and memory centred on the current point. Parts outside the volume are
-   padded: CT with ``CT_PAD_VALUE`` (default: the volume minimum, i.e. normalised air), memory with 0.
+   padded: CT with ``CT_PAD_VALUE`` (normalised air, ``nnunet_vertkd.ct_padding``, exactly as in training;
+   None = the volume minimum), memory with 0.
 3. ``predict_patch`` gives probabilities; ``> FRAGMENT_THRESHOLD`` and not already in memory and inside the
-   volume is the candidate mask. Its connected components (26-connectivity, cc3d) are computed and one
-   fragment is kept: ``FRAGMENT_SELECTION = "largest"`` (default: the largest component; spurious blobs are
-   small) or ``"nearest_centre"`` (the component whose centre of mass is nearest the patch centre).
+   volume is the candidate mask. Its connected components (26-connectivity, cc3d) are computed; the main
+   fragment is ``FRAGMENT_SELECTION = "largest"`` (default) or ``"nearest_centre"``, and every other component
+   whose bounding box lies within ``DETACHED_PIECE_MARGIN_VOXELS`` of the main fragment's bounding box joins it
+   (detached processes of the same vertebra; left out they would be predicted again as the "next" vertebra).
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
    fragment is written into the memory and into ``instances`` with the next label (1, 2, ... from the top).
    When ``MAX_ITERATIONS_PER_VERTEBRA`` is reached without convergence, the last fragment is accepted if
    ``ACCEPT_UNCONVERGED`` (recorded as ``converged=False``), otherwise the loop stops.
-5. After accepting, the point moves downward from the accepted vertebra's centre by
-   ``STEP_AFTER_ACCEPT_EXTENT_FRACTION`` x its superior-inferior extent (≈ the next vertebra's centre). The
-   loop goes on while ``start_prob`` (its maximum within ``START_CHECK_RADIUS_VOXELS`` of the point) is
-   ``>= START_THRESHOLD`` there and the point is inside the volume.
+   A fragment is accepted only where the spine is: the maximum of ``start_prob`` over its voxels must reach
+   ``START_THRESHOLD``; otherwise the loop ends (``end_of_spine``).
+5. After accepting, the loop predicts again **from the same point** (the accepted vertebra's centre) with the
+   updated memory: the network now sees the next vertebra below as the topmost one not in memory (paper Fig. 2).
+   The point is not moved by a vertebra height: vertebrae with their processes are 42-59 mm tall but only
+   24-34 mm apart, so such a jump lands in a disc or the canal below the next vertebra.
+6. A *miss* (nothing predicted, or a fragment below the minimum size) does not end the scan at once: the point
+   steps ``STEP_ON_MISS_VOXELS`` downward from where the search began (to the maximum of ``start_prob`` in the
+   first slice from there, within another ``STEP_ON_MISS_VOXELS``, where it reaches the threshold: the step may end
+   in a disc) and the loop predicts again, at most ``MAX_CONSECUTIVE_MISSES`` times in a row.
 
-Stops (``IterativeResult.stop_reason``): ``no_spine``, ``end_of_spine`` (start_prob below threshold at the
-next point), ``end_of_volume`` (next point outside the volume), ``no_fragment`` (nothing predicted),
-``fragment_too_small`` (below ``MIN_START_FRAGMENT_VOXELS`` for the first vertebra, ``MIN_CONTINUE_FRAGMENT_VOXELS``
-afterwards), ``not_converged`` (cap reached with ``ACCEPT_UNCONVERGED=False``), ``max_vertebrae``,
-``max_network_calls``. Every iteration either calls the network (bounded by ``MAX_NETWORK_CALLS``) or ends the
-loop, and every vertebra is bounded by ``MAX_ITERATIONS_PER_VERTEBRA``, so the loop terminates whatever
-``predict_patch`` returns.
+Stops (``IterativeResult.stop_reason``): ``no_spine``, ``end_of_spine`` (after a miss, no spine at the next step;
+or a fragment outside the spine), ``end_of_volume`` (the next step leaves the volume), ``no_fragment`` (nothing
+predicted ``MAX_CONSECUTIVE_MISSES + 1`` times in a row), ``fragment_too_small`` (idem, the last miss a fragment below
+``MIN_START_FRAGMENT_VOXELS`` for the first vertebra, ``MIN_CONTINUE_FRAGMENT_VOXELS`` afterwards),
+``not_converged`` (cap reached with ``ACCEPT_UNCONVERGED=False``), ``max_vertebrae``, ``max_network_calls``.
+Every iteration either calls the network (bounded by ``MAX_NETWORK_CALLS``) or ends the loop, every vertebra is
+bounded by ``MAX_ITERATIONS_PER_VERTEBRA`` and misses by ``MAX_CONSECUTIVE_MISSES``, so the loop terminates
+whatever ``predict_patch`` returns.
 
 Sizes are in voxels of the space the loop runs in (nnU-Net's preprocessed space, 1 mm isotropic for the
 plugin's datasets); ``IterativeSettings.scaled_to_spacing`` converts the 1 mm defaults for another spacing.
@@ -35,7 +45,6 @@ plugin's datasets); ``IterativeSettings.scaled_to_spacing`` converts the 1 mm de
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -67,10 +76,12 @@ class IterativeSettings:
     FRAGMENT_SELECTION: str = "largest"
     #: accept the last fragment when a vertebra does not converge within MAX_ITERATIONS_PER_VERTEBRA
     ACCEPT_UNCONVERGED: bool = True
-    #: after accepting, move this fraction of the vertebra's superior-inferior extent below its centre
-    STEP_AFTER_ACCEPT_EXTENT_FRACTION: float = 1.0
-    #: start_prob is checked as its maximum in a cube of this half-width around the point
-    START_CHECK_RADIUS_VOXELS: int = 3
+    #: other components within this distance (bounding boxes) of the main fragment join it (detached pieces)
+    DETACHED_PIECE_MARGIN_VOXELS: int = 5
+    #: after a miss (no or too small fragment) the point steps this far downward and the loop tries again
+    STEP_ON_MISS_VOXELS: int = 32
+    #: misses in a row allowed before the loop ends
+    MAX_CONSECUTIVE_MISSES: int = 2
     #: CT value outside the volume (None: the volume's minimum, i.e. normalised air)
     CT_PAD_VALUE: Optional[float] = None
 
@@ -88,7 +99,8 @@ class IterativeSettings:
             MIN_START_FRAGMENT_VOXELS=max(1, int(round(self.MIN_START_FRAGMENT_VOXELS / voxel_volume))),
             MIN_CONTINUE_FRAGMENT_VOXELS=max(1, int(round(self.MIN_CONTINUE_FRAGMENT_VOXELS / voxel_volume))),
             CONVERGENCE_TOLERANCE_VOXELS=self.CONVERGENCE_TOLERANCE_VOXELS / mean_spacing,
-            START_CHECK_RADIUS_VOXELS=max(0, int(round(self.START_CHECK_RADIUS_VOXELS / mean_spacing))))
+            DETACHED_PIECE_MARGIN_VOXELS=max(0, int(round(self.DETACHED_PIECE_MARGIN_VOXELS / mean_spacing))),
+            STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,6 +162,24 @@ def _max_pairwise_distance(points: Sequence[np.ndarray]) -> float:
     return d
 
 
+def _spine_point_in_slice(start_prob: np.ndarray, index: int, threshold: float, superior_axis: int
+                          ) -> Optional[Tuple[int, int, int]]:
+    """The maximum of ``start_prob`` in slice ``index`` of the superior-inferior axis, or None when the slice is
+    outside the volume or ``start_prob`` stays below ``threshold`` there."""
+    if not 0 <= index < start_prob.shape[superior_axis]:
+        return None
+    sl = np.take(start_prob, index, axis=superior_axis)
+    flat = int(np.argmax(sl))
+    if float(sl.flat[flat]) < threshold:
+        return None
+    a, b = np.unravel_index(flat, sl.shape)
+    other = tuple(ax for ax in range(3) if ax != superior_axis)
+    point = [0, 0, 0]
+    point[superior_axis] = int(index)
+    point[other[0]], point[other[1]] = int(a), int(b)
+    return tuple(point)
+
+
 def _start_point(start_prob: np.ndarray, threshold: float, superior_axis: int,
                  superior_at_low_index: bool) -> Optional[Tuple[int, int, int]]:
     other = tuple(a for a in range(3) if a != superior_axis)
@@ -158,37 +188,39 @@ def _start_point(start_prob: np.ndarray, threshold: float, superior_axis: int,
     if idx.size == 0:
         return None
     top = int(idx[0] if superior_at_low_index else idx[-1])
-    sl = np.take(start_prob, top, axis=superior_axis)
-    a, b = np.unravel_index(int(np.argmax(sl)), sl.shape)
-    point = [0, 0, 0]
-    point[superior_axis] = top
-    point[other[0]], point[other[1]] = int(a), int(b)
-    return tuple(point)
+    return _spine_point_in_slice(start_prob, top, threshold, superior_axis)
 
 
-def _prob_near(start_prob: np.ndarray, point: Sequence[int], radius: int) -> float:
-    sl = tuple(slice(max(int(p) - radius, 0), min(int(p) + radius + 1, s)) for p, s in zip(point, start_prob.shape))
-    region = start_prob[sl]
-    return float(region.max()) if region.size else 0.0
-
-
-def _select_fragment(candidate: np.ndarray, selection: str, patch_centre: np.ndarray) -> Optional[np.ndarray]:
+def _select_fragment(candidate: np.ndarray, selection: str, patch_centre: np.ndarray,
+                     margin_voxels: int = 0) -> Optional[np.ndarray]:
+    """The main component of ``candidate`` (26-connected) plus every other component whose bounding box comes
+    within ``margin_voxels`` of the main one's; None when ``candidate`` is empty."""
+    if selection not in ("largest", "nearest_centre"):
+        raise ValueError(f"FRAGMENT_SELECTION must be 'largest' or 'nearest_centre', got {selection!r}")
     labels, n = cc3d.connected_components(candidate.astype(np.uint8), connectivity=26, return_N=True)
     if n == 0:
         return None
+    stats = cc3d.statistics(labels)
+    counts = np.asarray(stats["voxel_counts"])
     if selection == "largest":
-        counts = np.bincount(labels.ravel())
-        counts[0] = 0
-        return labels == int(np.argmax(counts))
-    if selection == "nearest_centre":
-        best, best_d = None, math.inf
-        for lab in range(1, n + 1):
-            com = np.argwhere(labels == lab).mean(axis=0)
-            d = float(np.linalg.norm(com - patch_centre))
-            if d < best_d:
-                best, best_d = lab, d
-        return labels == best
-    raise ValueError(f"FRAGMENT_SELECTION must be 'largest' or 'nearest_centre', got {selection!r}")
+        main = 1 + int(np.argmax(counts[1:]))
+    else:
+        centroids = np.asarray(stats["centroids"])[1:]
+        main = 1 + int(np.argmin(np.linalg.norm(centroids - patch_centre[None], axis=1)))
+    if n == 1:
+        return labels == main
+    boxes = stats["bounding_boxes"]  # one tuple of slices per label (label 0 = background)
+    lo = np.array([sl.start for sl in boxes[main]]) - margin_voxels
+    hi = np.array([sl.stop for sl in boxes[main]]) + margin_voxels
+    keep = [main]
+    for lab in range(1, n + 1):
+        if lab == main or counts[lab] == 0:
+            continue
+        blo = np.array([sl.start for sl in boxes[lab]])
+        bhi = np.array([sl.stop for sl in boxes[lab]])
+        if np.all(blo < hi) and np.all(bhi > lo):
+            keep.append(lab)
+    return np.isin(labels, keep)
 
 
 def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, start_prob: np.ndarray,
@@ -215,6 +247,8 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
         raise ValueError(f"superior_axis must be 0, 1 or 2, got {superior_axis}")
     if s.MAX_ITERATIONS_PER_VERTEBRA < 1 or s.N_CONVERGENCE_CENTRES < 1:
         raise ValueError("MAX_ITERATIONS_PER_VERTEBRA and N_CONVERGENCE_CENTRES must be >= 1")
+    if s.MAX_CONSECUTIVE_MISSES < 0 or s.STEP_ON_MISS_VOXELS < 1:
+        raise ValueError("MAX_CONSECUTIVE_MISSES must be >= 0 and STEP_ON_MISS_VOXELS >= 1")
     pad_value = float(np.min(ct)) if s.CT_PAD_VALUE is None else float(s.CT_PAD_VALUE)
     down = 1 if superior_at_low_index else -1  # index step towards inferior
     patch_centre = np.array([p // 2 for p in patch_size], dtype=float)
@@ -236,20 +270,18 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
     if start is None:
         return result("no_spine")
     point = np.array(start, dtype=int)
+    misses = 0
 
     while True:
         if len(vertebrae) >= s.MAX_VERTEBRAE:
             return result("max_vertebrae", start)
-        if vertebrae:  # the first point is on the spine by construction
-            if np.any(point < 0) or np.any(point >= shape):
-                return result("end_of_volume", start)
-            if _prob_near(start_prob, point, s.START_CHECK_RADIUS_VOXELS) < s.START_THRESHOLD:
-                return result("end_of_spine", start)
         min_size = s.MIN_CONTINUE_FRAGMENT_VOXELS if vertebrae else s.MIN_START_FRAGMENT_VOXELS
         centres: List[np.ndarray] = []
         fragment_vol = None  # (volume slices, fragment mask within them)
         converged = False
+        miss = None  # None, "no_fragment" or "fragment_too_small"
         iterations = 0
+        search_point = point.copy()
         while iterations < s.MAX_ITERATIONS_PER_VERTEBRA:
             if n_calls >= max_calls:
                 return result("max_network_calls", start)
@@ -264,11 +296,10 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
             inside = np.zeros(patch_size, dtype=bool)
             inside[patch_sl] = True
             candidate = (np.nan_to_num(prob, nan=0.0) > s.FRAGMENT_THRESHOLD) & (mem_patch < 0.5) & inside
-            frag = _select_fragment(candidate, s.FRAGMENT_SELECTION, patch_centre)
-            if frag is None:
-                return result("no_fragment", start)
-            if int(frag.sum()) < min_size:
-                return result("fragment_too_small", start)
+            frag = _select_fragment(candidate, s.FRAGMENT_SELECTION, patch_centre, s.DETACHED_PIECE_MARGIN_VOXELS)
+            if frag is None or int(frag.sum()) < min_size:
+                miss = "no_fragment" if frag is None else "fragment_too_small"
+                break
             offset = np.array([sl.start for sl in vol_sl]) - np.array([sl.start for sl in patch_sl])
             centre = np.argwhere(frag).mean(axis=0) + offset  # volume coordinates
             fragment_vol = (vol_sl, frag[patch_sl])
@@ -279,25 +310,40 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
                     _max_pairwise_distance(centres) <= s.CONVERGENCE_TOLERANCE_VOXELS:
                 converged = True
                 break
+        if miss is not None:
+            # nothing usable here: step down along the spine and try again (a gap, a small vertebra)
+            misses += 1
+            if misses > s.MAX_CONSECUTIVE_MISSES:
+                return result(miss, start)
+            index = int(search_point[superior_axis]) + down * int(s.STEP_ON_MISS_VOXELS)
+            if not 0 <= index < shape[superior_axis]:
+                return result("end_of_volume", start)
+            nxt = None  # the spine at that level, or in the next STEP_ON_MISS_VOXELS slices below (a disc, a gap)
+            for i in range(index, index + down * int(s.STEP_ON_MISS_VOXELS), down):
+                nxt = _spine_point_in_slice(start_prob, i, s.START_THRESHOLD, superior_axis)
+                if nxt is not None:
+                    break
+            if nxt is None:
+                return result("end_of_spine", start)
+            point = np.array(nxt, dtype=int)
+            continue
         if not converged and not s.ACCEPT_UNCONVERGED:
             return result("not_converged", start)
-        # accept the last fragment
+        # accept the last fragment, if it lies on the spine
         vol_sl, frag_in_vol = fragment_vol
-        label = len(vertebrae) + 1
-        region_inst = instances[vol_sl]
         region_mem = memory[vol_sl]
         write = frag_in_vol & (region_mem < 0.5)
-        region_inst[write] = label
+        if float(start_prob[vol_sl][write].max(initial=0.0)) < s.START_THRESHOLD:
+            return result("end_of_spine", start)
+        label = len(vertebrae) + 1
+        instances[vol_sl][write] = label
         region_mem[write] = 1.0
         coords = np.argwhere(write) + np.array([sl.start for sl in vol_sl])
         info = VertebraInfo(label=label, centre=tuple(float(c) for c in coords.mean(axis=0)),
                             iterations=iterations, converged=converged, n_voxels=int(write.sum()))
         vertebrae.append(info)
+        misses = 0
         if on_vertebra is not None:
             on_vertebra(info)
-        # next point: below the accepted vertebra by a fraction of its superior-inferior extent
-        si = coords[:, superior_axis]
-        extent = int(si.max() - si.min() + 1)
-        nxt = np.round(np.array(info.centre)).astype(int)
-        nxt[superior_axis] += down * max(1, int(round(extent * s.STEP_AFTER_ACCEPT_EXTENT_FRACTION)))
-        point = nxt
+        # the next vertebra is searched from this vertebra's centre, with the updated memory (paper Fig. 2)
+        point = np.clip(np.round(np.array(info.centre)).astype(int), 0, shape - 1)
