@@ -9,7 +9,12 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=("tests", "tests.*")),
-    package_data={"nnunet_vertkd": ["ext_trainers/*.py"]},
+    package_data={"nnunet_vertkd": [
+        "ext_trainers/*.py",
+        # the shipped reference model (student + spine, network weights only) and the embedded demo scan
+        "pretrained/*/*.json", "pretrained/*/fold_all/*.pth",
+        "demo_data/verse/*.md", "demo_data/verse/*/*/*.nii.gz", "demo_data/verse/*/*/*.json",
+    ]},
     install_requires=[
         "nnunetv2>=2.8.1",
         "torch",

@@ -1,16 +1,23 @@
-"""``vertkd_demo``: the plugin's whole job on an embedded default, on synthetic data plus the real VerSe samples.
+"""``vertkd_demo``: the plugin's main job -- segment real CT with the shipped model -- and, with ``--train``, the
+whole train-everything pipeline.
 
-generate synthetic VerSe scans -> convert them (and the real samples of ../shared/data/verse_sample, when
-present) -> nnU-Net plan + preprocess -> train a teacher, a distilled student and the spine model (short
+Default (no ``--train``): segment the real VerSe scan embedded in the package (sub-verse012, held out from the
+shipped model's training; CC BY-SA 4.0, nnunet_vertkd/demo_data/verse/ATTRIBUTION.md) and a few synthetic scans
+generated on the fly, with the shipped student + spine model (nnunet_vertkd/pretrained) -- or any model given
+with --vertebra-model/--spine-model -- then evaluate against the ground truth and print the Dice/HD/ASSD table and
+where the masks, centroid files and previews are. Needs nothing outside the package; a few minutes on 2 CPU cores.
+
+``--train``: generate synthetic VerSe scans -> convert them (and the real samples of ../shared/data/verse_sample,
+when present) -> nnU-Net plan + preprocess -> train a teacher, a distilled student and the spine model (short
 schedules) -> segment the held-out synthetic test scans and the real samples -> evaluate -> print the table and
 where the outputs are. Every step is the real console script (nnunet_vertkd/benchmarks/pipeline.py), run in a
-private nnU-Net environment under --out. Made for 2 CPU cores and about 15 minutes; see the end of its output for
-what such a short run can and cannot show.
+private nnU-Net environment under --out. See the end of its output for what such a short run can and cannot show.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -42,21 +49,37 @@ What this short CPU run shows, and what it cannot:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vertkd_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: vertkd_demo --out vertkd_demo_output      (about 15 minutes on 2 CPU cores)")
+        epilog="examples:\n  vertkd_demo --out vertkd_demo_output          (segment with the shipped model, minutes)\n"
+               "  vertkd_demo --train --out vertkd_train_demo    (train everything on a short schedule)")
     p.add_argument("--out", default="vertkd_demo_output", help="output folder (default: %(default)s); refused if "
                                                                "it exists and is not empty, unless --overwrite "
                                                                "or --resume")
-    p.add_argument("--cases", type=int, default=8, help="synthetic scans to generate (default: %(default)s; about "
-                                                        "60%% training, 20%% validation, 20%% test)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the training (default: 0)")
+    p.add_argument("--train", action="store_true",
+                   help="run the train-everything pipeline (synthetic data, conversion, planning, teacher, "
+                        "student, spine model, prediction, evaluation) instead of segmenting with the shipped model")
+    seg = p.add_argument_group("segmentation demo (default)")
+    seg.add_argument("--synthetic-cases", type=int, default=2,
+                     help="synthetic scans generated on the fly and segmented next to the real one (default: "
+                          "%(default)s; 0 = the real scan only)")
+    seg.add_argument("--synthetic-seed", type=int, default=1000,
+                     help="seed of those scans (default: %(default)s; the shipped model was trained on seed 0)")
+    seg.add_argument("--vertebra-model", metavar="MODEL_FOLDER",
+                     help="vertebra model folder instead of the shipped student (e.g. a teacher under nnUNet_results)")
+    seg.add_argument("--spine-model", metavar="MODEL_FOLDER", help="spine model folder instead of the shipped one")
+    seg.add_argument("--fold", default="all", help="fold of --vertebra-model/--spine-model (default: %(default)s)")
+    seg.add_argument("--disable-tta", action="store_true", help="no left-right mirroring at test time")
+    trn = p.add_argument_group("--train pipeline")
+    trn.add_argument("--cases", type=int, default=8, help="synthetic scans to generate (default: %(default)s; about "
+                                                          "60%% training, 20%% validation, 20%% test)")
+    trn.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the training (default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: %(default)s)")
-    p.add_argument("--keep", action="store_true",
+    trn.add_argument("--keep", action="store_true",
                    help="keep the intermediate data (synthetic tree, nnUNet_preprocessed); default: delete them "
                         "at the end and keep the raw datasets, models, predictions and evaluations")
     p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished steps are skipped)")
-    p.add_argument("--no-real", action="store_true", help="do not use the real VerSe samples")
-    adv = p.add_argument_group("advanced (defaults are the embedded demo)")
+    trn.add_argument("--no-real", action="store_true", help="do not use the real VerSe samples")
+    adv = p.add_argument_group("advanced, --train (defaults are the embedded demo)")
     adv.add_argument("--synthetic-scale", type=float, default=1.0, help="vertkd_make_synthetic --scale (default: 1.0)")
     adv.add_argument("--spacing-mm", type=float, default=3.0,
                      help="conversion spacing (default: 3.0, with 32^3 patches = a 96 mm field of view)")
@@ -81,6 +104,132 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"vertkd_demo: {out} exists and is not empty. Use --resume to continue that run, --overwrite "
                   f"to replace it, or another --out.", file=sys.stderr)
             return 2
+    if args.train:
+        return train_pipeline(args, out)
+    return segmentation_demo(args, out)
+
+
+# ------------------------------------------------------------------------------------------------ segmentation
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "verse"
+
+
+def _copy_inputs(tree: Path, dest: Path) -> List[str]:
+    """Copy every CT of a VerSe tree to ``dest/{case}.nii.gz`` (case = the evaluator's case id)."""
+    from nnunet_vertkd.evaluation.cli import case_id
+    dest.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for ct in sorted(tree.rglob("*_ct.nii.gz")):
+        case = case_id(str(ct))
+        shutil.copy(ct, dest / f"{case}.nii.gz")
+        cases.append(case)
+    return cases
+
+
+def segmentation_demo(args, out: Path) -> int:
+    """Segment the embedded real scan + synthetic scans with the shipped (or given) model and evaluate."""
+    import torch
+    from nnunet_vertkd import pretrained
+    from nnunet_vertkd.evaluation.cli import main as evaluate_main
+    from nnunet_vertkd.inference.predictor import VertKDPredictor
+
+    t_start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    if not (DEMO_DATA / "rawdata").is_dir():
+        print(f"vertkd_demo: the embedded scan is missing ({DEMO_DATA}); reinstall the package", file=sys.stderr)
+        return 1
+    sets = {"real": DEMO_DATA}
+    _step(1, 4, f"inputs: the embedded real VerSe scan sub-verse012 (held out from training)"
+          + (f" + {args.synthetic_cases} synthetic scans (seed {args.synthetic_seed})" if args.synthetic_cases else ""))
+    if args.synthetic_cases > 0:
+        from nnunet_vertkd.dataset_conversion.synthetic.verse_tree import write_synthetic_verse
+        syn = out / "synthetic"
+        if syn.exists():
+            shutil.rmtree(syn)
+        write_synthetic_verse(str(syn), args.synthetic_cases, seed=args.synthetic_seed, scale=1.0)
+        sets["synthetic"] = syn
+    inputs = {name: _copy_inputs(tree, out / "inputs" / name) for name, tree in sets.items()}
+    for name, cases in inputs.items():
+        print(f"  {name}: {', '.join(cases)} -> {out / 'inputs' / name}")
+
+    _step(2, 4, "load the model")
+    if args.vertebra_model:
+        vertebra, vfold = args.vertebra_model, args.fold
+        spine, sfold = (args.spine_model, args.fold) if args.spine_model else (pretrained.model_folders()[1],
+                                                                                pretrained.FOLD)
+        what = f"vertebra model {vertebra} + spine model {spine}"
+    else:
+        vertebra, spine = pretrained.model_folders()
+        vfold = sfold = pretrained.FOLD
+        if args.spine_model:
+            spine, sfold = args.spine_model, args.fold
+        what = pretrained.describe()
+    print(f"  using {what}")
+    threads = args.threads or None
+    predictor = VertKDPredictor(device=torch.device(_device(args.device)), use_mirroring=not args.disable_tta,
+                                num_threads=threads, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(vertebra, (vfold,), "checkpoint_final.pth", spine, (sfold,),
+                                                   "checkpoint_final.pth")
+
+    _step(3, 4, "segment (spine location, then one vertebra at a time from the top)")
+    preds = {}
+    for name in sets:
+        pred = out / "predictions" / name
+        t = time.time()
+        summary = predictor.predict_from_files(str(out / "inputs" / name), str(pred), overwrite=True,
+                                               save_preview=True)
+        print(f"  {name}: {len(summary['succeeded'])} segmented, {len(summary['failed'])} failed "
+              f"({time.time() - t:.0f} s)")
+        for msg in summary["failed"].values():
+            print(f"    FAILED {msg}")
+        for case in summary["succeeded"]:
+            with open(pred / f"{case}_record.json", encoding="utf-8") as f:
+                rec = json.load(f)
+            print(f"    {case}: {rec['n_vertebrae']} vertebrae, {rec['n_network_calls']} network calls, "
+                  f"stop: {rec['stop_reason']}, spine: {rec['spine_source']}")
+        preds[name] = pred
+
+    _step(4, 4, "evaluate against the ground truth (vertkd_evaluate)")
+    rows = []
+    for name, tree in sets.items():
+        ev = out / "evaluation" / name
+        evaluate_main(["-ref", str(tree), "-pred", str(preds[name]), "-o", str(ev), "--quiet"])
+        with open(ev / "summary.json", encoding="utf-8") as f:
+            rows.append((name, summary_row(json.load(f)), ev))
+    print("\n" + "=" * 100)
+    print(f"vertkd_demo results: {what}")
+    print("(mean ± std over vertebrae; failure = Dice < 50 %; missing = annotated vertebra not found; vertebrae are "
+          "matched by overlap)")
+    header = (f"{'test set':10} {'scans':>5} {'vert.':>5} {'missing':>7} {'extra':>5} {'Dice %':>15} {'HD mm':>15} "
+              f"{'ASSD GT->pred':>15} {'ASSD pred->GT':>15} {'fail %':>7}")
+    print(header)
+    print("-" * len(header))
+    for name, r, _ in rows:
+        fail = r["failure_rate_pct"]
+        print(f"{name:10} {r['n_scans'] or 0:>5} {r['n_vertebrae'] or 0:>5} {r['n_missing'] or 0:>7} "
+              f"{r['n_extra'] or 0:>5} {fmt_ms(r['dice_pct'], 1):>15} {fmt_ms(r['hd_mm'], 1):>15} "
+              f"{fmt_ms(r['assd_ref_to_pred_mm'], 1):>15} {fmt_ms(r['assd_pred_to_ref_mm'], 1):>15} "
+              f"{'–' if fail is None else f'{fail:.1f}':>7}")
+    print("\nOutputs:")
+    for name, pred in preds.items():
+        print(f"  {name:10} masks {pred}/<case>.nii.gz (input geometry, labels 1..N from the top), VerSe "
+              f"centroids <case>_ctd.json, previews <case>_snp.png, records <case>_record.json")
+    for name, _, ev in rows:
+        print(f"  evaluation {name}: {ev}/summary.json, per_vertebra.csv, summary.md")
+    print(f"\nTotal time {(time.time() - t_start) / 60:.1f} min. The real scan: VerSe (CC BY-SA 4.0), see "
+          f"{DEMO_DATA / 'ATTRIBUTION.md'}. Train everything yourself: vertkd_demo --train (docs/pretrained.md).")
+    return 0
+
+
+def _device(name: str) -> str:
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available, using the CPU", file=sys.stderr)
+        return "cpu"
+    return name
+
+
+# ------------------------------------------------------------------------------------------------ --train
+def train_pipeline(args, out: Path) -> int:
     t_start = time.time()
     p = Pipeline(out, device=args.device, threads=args.threads, log_name="demo.log")
     seed_env = {"VERTKD_STUDY_SEED": str(args.seed)}
@@ -177,14 +326,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n" + "=" * 100)
     print("vertkd_demo results (mean ± std over vertebrae; failure = Dice < 50 %; missing = not found)")
     header = f"{'model':8} {'test set':15} {'scans':>5} {'vert.':>5} {'missing':>7} {'Dice %':>15} " \
-             f"{'HD mm':>15} {'ASSD GT->pred':>15} {'fail %':>7} {'id.rate %':>15}"
+             f"{'HD mm':>15} {'ASSD GT->pred':>15} {'fail %':>7} {'loc.rate %':>15}"
     print(header)
     print("-" * len(header))
     for name, set_name, r, _ in rows:
         fail = r["failure_rate_pct"]
         print(f"{name:8} {set_name:15} {r['n_scans'] or 0:>5} {r['n_vertebrae'] or 0:>5} {r['n_missing'] or 0:>7} "
               f"{fmt_ms(r['dice_pct'], 1):>15} {fmt_ms(r['hd_mm'], 1):>15} {fmt_ms(r['assd_ref_to_pred_mm'], 1):>15} "
-              f"{'–' if fail is None else f'{fail:.1f}':>7} {fmt_ms(r['id_rate_pct'], 1):>15}")
+              f"{'–' if fail is None else f'{fail:.1f}':>7} {fmt_ms(r['localisation_rate_pct'], 1):>15}")
     print("\nOutputs:")
     for name, pred in preds.items():
         print(f"  {name:8} masks {pred}/<case>.nii.gz, centroids <case>_ctd.json, previews <case>_snp.png, "

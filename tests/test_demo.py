@@ -9,7 +9,7 @@ from nnunet_vertkd.demo import main
 def test_demo_miniature(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "demo"
-    rc = main(["--out", str(out), "--cases", "3", "--schedule", "studyMini", "--synthetic-scale", "0.4",
+    rc = main(["--train", "--out", str(out), "--cases", "3", "--schedule", "studyMini", "--synthetic-scale", "0.4",
                "--spacing-mm", "2"])
     text = capsys.readouterr().out
     assert rc == 0, text[-3000:]

@@ -10,6 +10,7 @@ from nnunet_vertkd.interrupts import exit_130_on_interrupt
 
 EPILOG = """\
 examples:
+  vertkd_predict -i scans/ -o out/                                     # the shipped student + spine model
   vertkd_predict -i scans/ -o out/ -d 501 -f all                       # spine model: heuristic fallback
   vertkd_predict -i scans/ -o out/ -d 501 -f 0 --spine-dataset 502 --save-preview
   vertkd_predict -i a.nii.gz b_0000.nii.gz -o out/ -m /path/to/model_folder -device cpu
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of CT images (NIfTI; nnU-Net '_0000' names or plain names) or a list of files, "
                         "in Hounsfield units")
     p.add_argument("-o", required=True, metavar="OUTPUT", help="output folder (created if missing)")
-    p.add_argument("-d", metavar="DATASET", help="vertebra dataset name or id (e.g. 501)")
+    p.add_argument("-d", metavar="DATASET", help="vertebra dataset name or id (e.g. 501); without -d and -m the "
+                                                 "shipped reference student and spine model are used")
     p.add_argument("-m", metavar="MODEL_FOLDER", help="vertebra model folder given directly (instead of -d/-tr/-p/-c)")
     p.add_argument("-tr", default="VertKDStudentTrainer", help="vertebra trainer (default: %(default)s)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
@@ -144,12 +146,24 @@ def main(argv=None) -> int:
     if device == "mps" and not torch.backends.mps.is_available():
         print("MPS is not available, using the CPU", file=sys.stderr)
         device = "cpu"
-    model_folder = resolve_model_folder(args.d, args.tr, args.p, args.c, args.m, "vertebra")
     spine_folder = None
-    if args.spine_dataset or args.spine_m:
+    if args.d is None and args.m is None:  # no model given: the shipped reference pair (docs/pretrained.md)
+        from nnunet_vertkd import pretrained
+        try:
+            model_folder, shipped_spine = pretrained.model_folders()
+        except pretrained.PretrainedModelMissing as e:
+            raise SystemExit(f"vertkd_predict: no model given (-d/-m) and {e}")
+        print(f"vertkd_predict: no model given (-d/-m): using {pretrained.describe()}", file=sys.stderr)
+        args.f = args.f or [pretrained.FOLD]
+        if not (args.spine_dataset or args.spine_m):
+            spine_folder = shipped_spine
+            args.spine_f = args.spine_f or [pretrained.FOLD]
+    else:
+        model_folder = resolve_model_folder(args.d, args.tr, args.p, args.c, args.m, "vertebra")
+    if spine_folder is None and (args.spine_dataset or args.spine_m):
         spine_folder = resolve_model_folder(args.spine_dataset, args.spine_tr, args.spine_p, args.spine_c,
                                             args.spine_m, "spine")
-    else:
+    elif spine_folder is None:
         print("no --spine-dataset given: locating the spine with the bone-threshold heuristic", file=sys.stderr)
     inputs = args.i[0] if len(args.i) == 1 and os.path.isdir(args.i[0]) else args.i
     from nnunet_vertkd.inference.outputs import RunSetupError, check_output_folder, list_input_cases

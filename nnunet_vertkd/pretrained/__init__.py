@@ -1,0 +1,136 @@
+"""The reference model shipped inside the package: a distilled student and a spine model (docs/pretrained.md).
+
+Layout: two ordinary nnU-Net model folders (``dataset.json``, ``plans.json``, ``fold_all/checkpoint_final.pth``)
+whose checkpoints hold only what prediction needs (network weights, trainer name, configuration, mirroring axes
+and the plugin's ``vertkd`` entry; no optimizer state, no training log), plus ``model_card.json`` (what was
+trained, on which data, for how long, the command that reproduces it):
+
+    nnunet_vertkd/pretrained/student/   VertKDStudentTrainer_cpu2mm (8-16-32-64, 2 mm, 64^3 patches)
+    nnunet_vertkd/pretrained/spine/     VertKDSpineTrainer_cpu4mm   (8-16-32-64, 4 mm)
+
+``vertkd_predict -i IN -o OUT`` without model arguments uses them; from Python::
+
+    from nnunet_vertkd.pretrained import pretrained_predictor
+    predictor = pretrained_predictor(device="cpu")
+    predictor.predict_from_files("scans/", "out/")
+
+``python -m nnunet_vertkd.pretrained export --vertebra MODEL_FOLDER --spine MODEL_FOLDER`` writes (replaces) the
+shipped folders from trained nnU-Net model folders.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import List, Optional
+
+PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
+VERTEBRA_FOLDER = os.path.join(PRETRAINED_DIR, "student")
+SPINE_FOLDER = os.path.join(PRETRAINED_DIR, "spine")
+FOLD = "all"
+CHECKPOINT = "checkpoint_final.pth"
+#: checkpoint keys kept in the shipped files (what load_vertebra_model and nnUNetPredictor read)
+KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", "vertkd",
+             "current_epoch")
+
+
+class PretrainedModelMissing(FileNotFoundError):
+    """The shipped model files are not in the installed package."""
+
+
+def _checkpoint(folder: str) -> str:
+    return os.path.join(folder, f"fold_{FOLD}", CHECKPOINT)
+
+
+def available() -> bool:
+    return all(os.path.isfile(os.path.join(f, n)) for f in (VERTEBRA_FOLDER, SPINE_FOLDER)
+               for n in ("dataset.json", "plans.json", os.path.join(f"fold_{FOLD}", CHECKPOINT)))
+
+
+def model_folders() -> tuple:
+    """(vertebra model folder, spine model folder) of the shipped pair; raises PretrainedModelMissing."""
+    if not available():
+        raise PretrainedModelMissing(
+            f"the shipped reference model is missing under {PRETRAINED_DIR} (student/ and spine/ with dataset.json, "
+            f"plans.json and fold_{FOLD}/{CHECKPOINT}); reinstall the package or give a model with -d/-m")
+    return VERTEBRA_FOLDER, SPINE_FOLDER
+
+
+def model_card(folder: str = VERTEBRA_FOLDER) -> dict:
+    path = os.path.join(folder, "model_card.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def describe() -> str:
+    """One line naming the shipped pair (printed by vertkd_predict and vertkd_demo)."""
+    student, spine = model_card(VERTEBRA_FOLDER), model_card(SPINE_FOLDER)
+    return (f"the shipped reference model: student {student.get('trainer', '?')} + spine model "
+            f"{spine.get('trainer', '?')} (nnunet_vertkd/pretrained, docs/pretrained.md)")
+
+
+def pretrained_predictor(device="cpu", **kwargs):
+    """A ``VertKDPredictor`` initialised with the shipped student and spine model. ``kwargs`` go to
+    ``VertKDPredictor`` (use_mirroring, num_threads, settings_overrides, ...)."""
+    import torch
+    from nnunet_vertkd.inference.predictor import VertKDPredictor
+    vertebra, spine = model_folders()
+    predictor = VertKDPredictor(device=torch.device(device) if isinstance(device, str) else device, **kwargs)
+    predictor.initialize_from_trained_model_folder(vertebra, (FOLD,), CHECKPOINT, spine, (FOLD,), CHECKPOINT)
+    return predictor
+
+
+def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name: str = CHECKPOINT,
+                 card: Optional[dict] = None) -> str:
+    """Copy a trained nnU-Net model folder into ``dest`` with a slim checkpoint (``KEPT_KEYS`` only, as
+    ``fold_all/checkpoint_final.pth``) and ``model_card.json`` (``card`` plus what the checkpoint tells)."""
+    import torch
+    src = os.path.join(model_folder, f"fold_{fold}", checkpoint_name)
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    slim = {k: ckpt[k] for k in KEPT_KEYS if k in ckpt}
+    slim["network_weights"] = {k.replace("_orig_mod.", "", 1): v.detach().clone().contiguous()
+                               for k, v in ckpt["network_weights"].items()}
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)
+    os.makedirs(os.path.join(dest, f"fold_{FOLD}"))
+    for name in ("dataset.json", "plans.json"):
+        shutil.copy(os.path.join(model_folder, name), os.path.join(dest, name))
+    torch.save(slim, _checkpoint(dest))
+    info = dict(card or {})
+    info.setdefault("trainer", ckpt.get("trainer_name"))
+    info["epochs_trained"] = ckpt.get("current_epoch")
+    info["configuration"] = (ckpt.get("init_args") or {}).get("configuration")
+    info["parameters"] = int(sum(v.numel() for v in slim["network_weights"].values()))
+    info["vertkd"] = ckpt.get("vertkd")
+    with open(os.path.join(dest, "model_card.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, default=str)
+    return dest
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nnunet_vertkd.pretrained",
+                                description="Write the shipped reference model from trained nnU-Net model folders.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="slim checkpoints + model cards into nnunet_vertkd/pretrained")
+    e.add_argument("--vertebra", required=True, help="vertebra (student) model folder (…/Trainer__plans__config)")
+    e.add_argument("--spine", required=True, help="spine model folder")
+    e.add_argument("--card", help="JSON file with extra model-card fields (data seen, command, timings)")
+    e.add_argument("--out", default=PRETRAINED_DIR, help="destination (default: the package's pretrained folder)")
+    args = p.parse_args(argv)
+    card = {}
+    if args.card:
+        with open(args.card, encoding="utf-8") as f:
+            card = json.load(f)
+    for src, name in ((args.vertebra, "student"), (args.spine, "spine")):
+        dest = export_model(src, os.path.join(args.out, name), card=card.get(name, {}))
+        size = os.path.getsize(_checkpoint(dest)) / 1e6
+        print(f"{name}: {src} -> {dest} ({size:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from nnunet_vertkd.pretrained import main
+
+sys.exit(main())
