@@ -80,16 +80,16 @@ def test_verse_reference_overlap_matching(tmp_path):
     c900 = summary["cases"]["sub-verse900"]
     assert c900["missing"] == [21] and c900["extra"] == [4]
     assert c900["dice_mean"] == pytest.approx(3 / 4)
-    assert c900["id_rate"] == pytest.approx(2 / 4)           # L1 too far, L2 missing
+    assert c900["localisation_rate"] == pytest.approx(2 / 4) and c900["id_rate"] is None           # L1 too far, L2 missing
     assert c900["d_mean_mm"] == pytest.approx(30.0 / 3)
     c901 = summary["cases"]["sub-verse901"]
-    assert c901["missing"] == [8, 9] and c901["id_rate"] == 0.0 and c901["note"] == "no prediction"
+    assert c901["missing"] == [8, 9] and c901["localisation_rate"] == 0.0 and c901["note"] == "no prediction"
     ov = summary["overall"]
     assert ov["n_vertebrae"] == 6 and ov["n_missing"] == 3 and ov["n_extra"] == 1
     assert ov["dice_pct"]["mean"] == pytest.approx(50.0)
     assert ov["hd_mm"] == {"mean": 0.0, "std": 0.0, "n": 3}
     assert ov["failure_rate_pct"] == pytest.approx(50.0)
-    assert ov["id_rate_pct"]["mean"] == pytest.approx(25.0)  # scans: 50 % and 0 %
+    assert ov["localisation_rate_pct"]["mean"] == pytest.approx(25.0) and ov["id_rate_pct"]["n"] == 0  # scans: 50 % and 0 %
     assert set(summary["regions"]) == {"thoracic", "lumbar"}
     assert summary["regions"]["thoracic"]["dice_pct"]["mean"] == 0.0
     assert summary["regions"]["lumbar"]["dice_pct"]["mean"] == pytest.approx(75.0)
@@ -98,7 +98,7 @@ def test_verse_reference_overlap_matching(tmp_path):
     assert len(rows) == 6
     l1 = next(r for r in rows if r["case"] == "sub-verse900" and r["label"] == "20")
     assert l1["name"] == "L1" and l1["region"] == "lumbar" and l1["matched_pred_label"] == "1"
-    assert float(l1["centroid_distance_mm"]) == pytest.approx(30.0) and l1["identified"] == "False"
+    assert float(l1["centroid_distance_mm"]) == pytest.approx(30.0) and l1["localised"] == "False" and l1["identified"] == ""
     l2 = next(r for r in rows if r["label"] == "21")
     assert l2["dice"] == "0.0" and l2["hd_mm"] == "" and l2["failed"] == "True"
     assert "| overall |" in (out / "summary.md").read_text()
@@ -181,5 +181,5 @@ def test_real_verse_sample_against_itself(verse_sample_dir, tmp_path):
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     c = s["cases"]["sub-verse005"]
     assert c["n_ref"] == len(labels) and c["dice_mean"] == 1.0 and c["hd_mean_mm"] == 0.0
-    assert c["id_rate"] == 1.0 and c["d_mean_mm"] == 0.0 and c["missing"] == [] and c["extra"] == []
+    assert c["localisation_rate"] == 1.0 and c["d_mean_mm"] == 0.0 and c["missing"] == [] and c["extra"] == []
     assert set(s["regions"]) == {"lumbar"}

@@ -27,7 +27,7 @@ def test_permuted_labels_matched_by_overlap():
     assert res["missing"] == [] and res["extra"] == []
     assert [r["matched_pred_label"] for r in res["per_vertebra"]] == [3, 1, 4, 2]
     assert all(r["dice"] == 1.0 and r["hd_mm"] == 0.0 for r in res["per_vertebra"])
-    assert res["id_rate"] == 1.0 and res["d_mean_mm"] == 0.0
+    assert res["localisation_rate"] == 1.0 and res["id_rate"] is None and res["d_mean_mm"] == 0.0
     assert [r["region"] for r in res["per_vertebra"]] == ["lumbar"] * 4
 
 
@@ -54,10 +54,10 @@ def test_missing_vertebra_counts_in_dice_and_id_rate_not_in_hd():
     assert res["extra"] == []
     row = {r["label"]: r for r in res["per_vertebra"]}[21]
     assert row["dice"] == 0.0 and row["failed"] is True and row["hd_mm"] is None
-    assert row["matched_pred_label"] is None and row["identified"] is False
+    assert row["matched_pred_label"] is None and row["localised"] is False and row["identified"] is None
     assert res["dice_mean"] == pytest.approx(3 / 4)
     assert res["hd_mean_mm"] == 0.0            # averaged over the 3 matched vertebrae only
-    assert res["id_rate"] == pytest.approx(3 / 4)
+    assert res["localisation_rate"] == pytest.approx(3 / 4)
     assert res["d_mean_mm"] == 0.0
     assert res["failure_rate"] == pytest.approx(1 / 4)
 
@@ -69,7 +69,7 @@ def test_extra_vertebra_reported():
     assert res["extra"] == [3]
     assert res["missing"] == []
     assert res["n_pred"] == 3 and res["n_ref"] == 2
-    assert res["dice_mean"] == 1.0 and res["id_rate"] == 1.0
+    assert res["dice_mean"] == 1.0 and res["localisation_rate"] == 1.0
 
 
 def test_id_rate_and_d_mean_with_given_centroids():
@@ -87,8 +87,8 @@ def test_id_rate_and_d_mean_with_given_centroids():
     res = evaluate_case(ref, pred, sp, ref_centroids=ref_ctd, pred_centroids=pred_ctd)
     rows = {r["label"]: r for r in res["per_vertebra"]}
     assert [rows[lab]["centroid_distance_mm"] for lab in (20, 21, 22, 23)] == pytest.approx([5.0, 2.0, 22.0, 0.0])
-    assert [rows[lab]["identified"] for lab in (20, 21, 22, 23)] == [True, True, False, True]
-    assert res["id_rate"] == pytest.approx(3 / 4)
+    assert [rows[lab]["localised"] for lab in (20, 21, 22, 23)] == [True, True, False, True]
+    assert res["localisation_rate"] == pytest.approx(3 / 4) and res["id_rate"] is None
     assert res["d_mean_mm"] == pytest.approx((5 + 2 + 22 + 0) / 4)
 
 
@@ -101,10 +101,10 @@ def test_identified_requires_the_closest_predicted_landmark():
     pred_ctd = {1: (5.0, 5.0, 11.5), 2: (5.0, 5.0, 2.5)}
     res = evaluate_case(ref, pred, sp, ref_centroids=ref_ctd, pred_centroids=pred_ctd)
     rows = {r["label"]: r for r in res["per_vertebra"]}
-    assert rows[20]["centroid_distance_mm"] == pytest.approx(10.0) and rows[20]["identified"] is False
+    assert rows[20]["centroid_distance_mm"] == pytest.approx(10.0) and rows[20]["localised"] is False
     # ref 21: matched landmark 4 mm away; pred 1's landmark is 5 mm away -> identified
-    assert rows[21]["identified"] is True
-    assert res["id_rate"] == 0.5
+    assert rows[21]["localised"] is True
+    assert res["localisation_rate"] == 0.5
 
 
 def test_centroids_from_masks_and_axis_order():
@@ -125,10 +125,23 @@ def test_match_by_label_and_empty_prediction():
     assert all(r["dice"] == 0.0 for r in res["per_vertebra"])
     assert res["missing"] == [] and res["extra"] == []
     empty = evaluate_case(ref, np.zeros_like(ref), 1.0)
-    assert empty["missing"] == [20, 21] and empty["id_rate"] == 0.0 and empty["d_mean_mm"] is None
+    assert empty["missing"] == [20, 21] and empty["localisation_rate"] == 0.0 and empty["d_mean_mm"] is None
     assert empty["hd_mean_mm"] is None and empty["dice_mean"] == 0.0
     none = evaluate_case(np.zeros_like(ref), pred, 1.0)
-    assert none["id_rate"] is None and none["extra"] == [20, 21]
+    assert none["localisation_rate"] is None and none["extra"] == [20, 21]
     with pytest.raises(ValueError):
         evaluate_case(ref, pred, 1.0, match="nearest")
     assert math.isfinite(evaluate_case(ref, pred, 1.0)["dice_mean"])
+
+
+def test_id_rate_only_from_labels():
+    """Sequential labels matched by overlap say where a vertebra is, not which one it is: the VerSe id.rate
+    needs the label match (predicted L1 against true L1); overlap gives the localisation rate only."""
+    ref = slabs([20, 21, 22, 23])
+    shifted = slabs([21, 22, 23, 24])  # every vertebra found, every name off by one level
+    by_overlap = evaluate_case(ref, shifted, 1.0, match="overlap")
+    assert by_overlap["localisation_rate"] == 1.0 and by_overlap["id_rate"] is None
+    by_label = evaluate_case(ref, shifted, 1.0, match="label")
+    assert by_label["id_rate"] == 0.0 and by_label["n_identified"] == 0
+    right = evaluate_case(ref, ref, 1.0, match="label")
+    assert right["id_rate"] == 1.0 and all(r["identified"] is True for r in right["per_vertebra"])

@@ -299,7 +299,8 @@ def summary_row(summary: dict) -> dict:
 
     return {"dice_pct": ms("dice_pct"), "hd_mm": ms("hd_mm"), "assd_ref_to_pred_mm": ms("assd_ref_to_pred_mm"),
             "assd_pred_to_ref_mm": ms("assd_pred_to_ref_mm"), "failure_rate_pct": o.get("failure_rate_pct"),
-            "id_rate_pct": ms("id_rate_pct"), "n_vertebrae": o.get("n_vertebrae"), "n_scans": o.get("n_scans"),
+            "localisation_rate_pct": ms("localisation_rate_pct"), "id_rate_pct": ms("id_rate_pct"),
+            "n_vertebrae": o.get("n_vertebrae"), "n_scans": o.get("n_scans"),
             "n_missing": o.get("n_missing"), "n_extra": o.get("n_extra")}
 
 

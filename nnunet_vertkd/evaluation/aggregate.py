@@ -5,9 +5,11 @@ Statistics follow the paper's Table 3 (mean ± std) and the VerSe benchmark:
 * Vertebra-level metrics (Dice, HD, ASSD GT→pred, ASSD pred→GT, failure rate) are pooled over vertebrae:
   Dice and failure over **all** reference vertebrae (a missing vertebra has Dice 0 and is a failure), HD and
   ASSD over the **matched** vertebrae only (VerSe'20 convention for missing predictions).
-* Scan-level metrics (id.rate, d_mean) are computed per scan and then averaged over scans (VerSe reports the
-  mean over the scans of a set). For a region, a scan's id.rate/d_mean use only its vertebrae of that region,
-  and scans without vertebrae of that region are left out.
+* Scan-level metrics (loc.rate, id.rate, d_mean) are computed per scan and then averaged over scans (VerSe
+  reports the mean over the scans of a set). For a region, a scan's rates/d_mean use only its vertebrae of
+  that region, and scans without vertebrae of that region are left out. loc.rate is the localisation rate
+  (centroid closest and within 20 mm, vertebrae matched by overlap or label); id.rate, VerSe's identification
+  rate, exists only when the prediction is matched by label (``metrics`` module docstring).
 * std is the population standard deviation (``numpy.std``, ddof=0); ``n`` says how many values entered.
   Percentages (Dice, failure, id.rate) are reported in %, distances in mm.
 """
@@ -22,7 +24,7 @@ from nnunet_vertkd.labels import REGIONS, VERSE_LABEL_NAMES
 
 PER_VERTEBRA_COLUMNS = ["case", "label", "name", "region", "matched_pred_label", "dice", "hd_mm",
                         "assd_ref_to_pred_mm", "assd_pred_to_ref_mm", "failed", "centroid_distance_mm",
-                        "identified"]
+                        "localised", "identified"]
 
 
 def mean_std(values: Iterable[Optional[float]], scale: float = 1.0) -> dict:
@@ -37,12 +39,14 @@ def _group_stats(rows: List[dict], case_results: Dict[str, dict]) -> dict:
     """Stats for a group of per-vertebra rows (each row has a 'case' key)."""
     matched = [r for r in rows if r["matched_pred_label"] is not None]
     n = len(rows)
-    per_scan_id, per_scan_d = [], []
+    per_scan_loc, per_scan_id, per_scan_d = [], [], []
     by_case: Dict[str, List[dict]] = {}
     for r in rows:
         by_case.setdefault(r["case"], []).append(r)
     for case, rs in by_case.items():
-        per_scan_id.append(sum(bool(r["identified"]) for r in rs) / len(rs))
+        per_scan_loc.append(sum(bool(r.get("localised")) for r in rs) / len(rs))
+        if all(r.get("identified") is not None for r in rs):
+            per_scan_id.append(sum(bool(r["identified"]) for r in rs) / len(rs))
         d = [r["centroid_distance_mm"] for r in rs if r["centroid_distance_mm"] is not None]
         if d:
             per_scan_d.append(float(np.mean(d)))
@@ -55,9 +59,10 @@ def _group_stats(rows: List[dict], case_results: Dict[str, dict]) -> dict:
         "assd_ref_to_pred_mm": mean_std(r["assd_ref_to_pred_mm"] for r in matched),
         "assd_pred_to_ref_mm": mean_std(r["assd_pred_to_ref_mm"] for r in matched),
         "failure_rate_pct": (100.0 * sum(bool(r["failed"]) for r in rows) / n) if n else None,
+        "localisation_rate_pct": mean_std(per_scan_loc, 100.0),
         "id_rate_pct": mean_std(per_scan_id, 100.0),
         "d_mean_mm": mean_std(per_scan_d),
-        "identified_pooled_pct": (100.0 * sum(bool(r["identified"]) for r in rows) / n) if n else None,
+        "localised_pooled_pct": (100.0 * sum(bool(r.get("localised")) for r in rows) / n) if n else None,
     }
 
 
@@ -88,7 +93,8 @@ def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) 
     cases = {}
     for case in sorted(case_results):
         res = case_results[case]
-        cases[case] = {k: res.get(k) for k in ("n_ref", "n_pred", "n_identified", "id_rate", "d_mean_mm",
+        cases[case] = {k: res.get(k) for k in ("n_ref", "n_pred", "n_localised", "localisation_rate",
+                                                "n_identified", "id_rate", "d_mean_mm",
                                                 "dice_mean", "hd_mean_mm", "assd_ref_to_pred_mean_mm",
                                                 "assd_pred_to_ref_mean_mm", "failure_rate", "missing",
                                                 "extra", "match", "note", "warnings")}
@@ -127,28 +133,32 @@ def format_table(summary: dict) -> str:
     """Markdown table like the paper's Table 3 (plus the VerSe id.rate and d_mean), overall and per region,
     followed by a per-scan table."""
     head = ("| Group | Scans | Vertebrae | Missing | Dice (%) | HD (mm) | ASSD GT→pred (mm) | ASSD pred→GT (mm) "
-            "| Fail (%) | id.rate (%) | d_mean (mm) |")
-    sep = "|" + "---|" * 11
+            "| Fail (%) | loc.rate (%) | id.rate (%) | d_mean (mm) |")
+    sep = "|" + "---|" * 12
     lines = [head, sep]
     groups = [("overall", summary["overall"])] + list(summary["regions"].items())
     for name, g in groups:
         lines.append(f"| {name} | {g['n_scans']} | {g['n_vertebrae']} | {g['n_missing']} | {_fmt(g['dice_pct'])} | "
                      f"{_fmt(g['hd_mm'])} | {_fmt(g['assd_ref_to_pred_mm'])} | {_fmt(g['assd_pred_to_ref_mm'])} | "
-                     f"{_fmt_num(g['failure_rate_pct'])} | {_fmt(g['id_rate_pct'])} | {_fmt(g['d_mean_mm'])} |")
+                     f"{_fmt_num(g['failure_rate_pct'])} | {_fmt(g['localisation_rate_pct'])} | "
+                     f"{_fmt(g['id_rate_pct'])} | {_fmt(g['d_mean_mm'])} |")
     lines.append("")
     lines.append(f"Extra (unmatched) predicted instances: {summary['overall'].get('n_extra', 0)}. "
-                 "Dice, failure and id.rate count missing vertebrae (Dice 0); HD, ASSD and d_mean average the "
-                 "matched ones only. Vertebra metrics: mean ± std over vertebrae; id.rate, d_mean: over scans.")
+                 "Dice, failure and the rates count missing vertebrae (Dice 0); HD, ASSD and d_mean average the "
+                 "matched ones only. Vertebra metrics: mean ± std over vertebrae; rates, d_mean: over scans. "
+                 "loc.rate: centroid closest and within 20 mm (localisation); id.rate: the same with vertebrae "
+                 "matched by label (VerSe identification), – when the prediction has sequential labels.")
     lines.append("")
-    lines.append("| Case | Ref | Pred | Dice (%) | HD (mm) | ASSD GT→pred | ASSD pred→GT | Fail (%) | id.rate (%) "
-                 "| d_mean (mm) | Missing | Extra |")
-    lines.append("|" + "---|" * 12)
+    lines.append("| Case | Ref | Pred | Dice (%) | HD (mm) | ASSD GT→pred | ASSD pred→GT | Fail (%) | loc.rate (%) "
+                 "| id.rate (%) | d_mean (mm) | Missing | Extra |")
+    lines.append("|" + "---|" * 13)
     for case, c in summary["cases"].items():
         pct = (lambda v: None if v is None else 100.0 * v)
         lines.append(f"| {case}{' (' + c['note'] + ')' if c.get('note') else ''} | {c['n_ref']} | {c['n_pred']} | "
                      f"{_fmt_num(pct(c['dice_mean']))} | {_fmt_num(c['hd_mean_mm'])} | "
                      f"{_fmt_num(c['assd_ref_to_pred_mean_mm'])} | {_fmt_num(c['assd_pred_to_ref_mean_mm'])} | "
-                     f"{_fmt_num(pct(c['failure_rate']))} | {_fmt_num(pct(c['id_rate']))} | "
+                     f"{_fmt_num(pct(c['failure_rate']))} | {_fmt_num(pct(c['localisation_rate']))} | "
+                     f"{_fmt_num(pct(c['id_rate']))} | "
                      f"{_fmt_num(c['d_mean_mm'])} | {_labels(c['missing'])} | {_labels(c['extra'])} |")
     return "\n".join(lines) + "\n"
 

@@ -30,10 +30,15 @@ lines of SciPy here, so it is not used.
 
 VerSe labelling metrics (Sekuboyina et al., VerSe benchmark, paper 004 of the project):
 
-* A reference vertebra ``v`` (true centroid ``x_v``) is *identified* when it has a matched prediction whose
+* A reference vertebra ``v`` (true centroid ``x_v``) is *localised* when it has a matched prediction whose
   centroid ``x̂`` is the closest of **all** predicted centroids to ``x_v`` and ``||x̂ - x_v|| < 20 mm``
-  (``ID_RADIUS_MM``). ``id_rate`` = identified / annotated (all reference vertebrae of the scan, missing
-  ones included).
+  (``ID_RADIUS_MM``). ``localisation_rate`` = localised / annotated (all reference vertebrae of the scan,
+  missing ones included).
+* VerSe's *identification* rate is the same test where the match is made by the **label** (the prediction
+  names the vertebra: predicted L1 against true L1). Only then does it measure identification: with
+  sequential labels 1, 2, 3 … matched to the reference by overlap (the paper's method), the criterion says the
+  vertebra was found and placed, not named. So ``identified`` / ``id_rate`` are reported only for
+  ``match="label"`` and are ``None`` for ``match="overlap"``; ``localised`` / ``localisation_rate`` always.
 * ``d_mean_mm`` = mean of ``||x̂ - x_v||`` over the matched reference vertebrae (missing ones excluded, as in
   the VerSe'20 convention; ``None`` when no vertebra is matched).
 """
@@ -244,9 +249,10 @@ def evaluate_case(ref: np.ndarray, pred: np.ndarray, spacing_mm: Spacing, match:
         per_vertebra: one entry per reference vertebra, in label order: label, region, dice (0 when missing),
             hd_mm, assd_ref_to_pred_mm, assd_pred_to_ref_mm (None when missing), failed (dice < 0.5),
             matched_pred_label (None when missing), centroid_distance_mm (None when missing or no predicted
-            centroid), identified (bool).
+            centroid), localised (bool), identified (bool for label matching, None for overlap).
         missing: reference labels without a matched prediction; extra: predicted labels not matched.
-        n_ref, n_pred, n_identified; id_rate (identified / annotated, None without reference vertebrae);
+        n_ref, n_pred, n_localised, localisation_rate (localised / annotated, None without reference vertebrae);
+        n_identified, id_rate (the same with label matching: VerSe's identification rate; None for overlap);
         d_mean_mm (mean centroid distance over matched vertebrae, None if none matched);
         dice_mean (over all reference vertebrae, missing = 0), hd_mean_mm, assd_ref_to_pred_mean_mm,
         assd_pred_to_ref_mean_mm (over matched vertebrae), failure_rate (failed / reference vertebrae).
@@ -291,7 +297,8 @@ def evaluate_case(ref: np.ndarray, pred: np.ndarray, spacing_mm: Spacing, match:
     for lab in ref_label_list:
         row = {"label": lab, "region": region(lab), "dice": 0.0, "hd_mm": None, "assd_ref_to_pred_mm": None,
                "assd_pred_to_ref_mm": None, "failed": True, "matched_pred_label": None,
-               "centroid_distance_mm": None, "identified": False}
+               "centroid_distance_mm": None, "localised": False,
+               "identified": False if match == "label" else None}
         p = mapping.get(lab)
         if p is not None:
             box = _union_box(ref_boxes[lab - 1], pred_boxes[p - 1])
@@ -308,14 +315,17 @@ def evaluate_case(ref: np.ndarray, pred: np.ndarray, spacing_mm: Spacing, match:
                 nearest = min(pred_landmarks, key=lambda kv: centroid_distance_mm(kv[1], ref_ctd[lab], sp))
                 nearest_dist = centroid_distance_mm(nearest[1], ref_ctd[lab], sp)
                 # the matched landmark must be (one of) the closest and within the radius
-                row["identified"] = bool(dist < ID_RADIUS_MM and dist <= nearest_dist)
+                row["localised"] = bool(dist < ID_RADIUS_MM and dist <= nearest_dist)
+                if match == "label":
+                    row["identified"] = row["localised"]
         per_vertebra.append(row)
 
     matched_pred = set(mapping.values())
     missing = [r["label"] for r in per_vertebra if r["matched_pred_label"] is None]
     extra = [p for p in pred_label_list if p not in matched_pred]
     n_ref = len(per_vertebra)
-    n_identified = sum(r["identified"] for r in per_vertebra)
+    n_localised = sum(r["localised"] for r in per_vertebra)
+    n_identified = sum(bool(r["identified"]) for r in per_vertebra) if match == "label" else None
     matched_rows = [r for r in per_vertebra if r["matched_pred_label"] is not None]
     dists = [r["centroid_distance_mm"] for r in matched_rows if r["centroid_distance_mm"] is not None]
 
@@ -329,8 +339,10 @@ def evaluate_case(ref: np.ndarray, pred: np.ndarray, spacing_mm: Spacing, match:
         "extra": extra,
         "n_ref": n_ref,
         "n_pred": len(pred_label_list),
-        "n_identified": int(n_identified),
-        "id_rate": (n_identified / n_ref) if n_ref else None,
+        "n_localised": int(n_localised),
+        "localisation_rate": (n_localised / n_ref) if n_ref else None,
+        "n_identified": n_identified,
+        "id_rate": (n_identified / n_ref) if (n_ref and n_identified is not None) else None,
         "d_mean_mm": _mean(dists),
         "dice_mean": _mean([r["dice"] for r in per_vertebra]),
         "hd_mean_mm": _mean([r["hd_mm"] for r in matched_rows]),

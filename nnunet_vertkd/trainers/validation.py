@@ -30,7 +30,7 @@ from torch import distributed as dist
 from nnunet_vertkd.trainers.common import to_builtin, unwrap_network
 
 SUMMARY_METRICS = ("dice_mean", "hd_mean_mm", "assd_ref_to_pred_mean_mm", "assd_pred_to_ref_mean_mm",
-                   "failure_rate", "id_rate", "d_mean_mm")
+                   "failure_rate", "localisation_rate", "d_mean_mm")
 
 
 def make_predict_patch(network: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
