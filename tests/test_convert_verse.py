@@ -369,9 +369,19 @@ def test_real_samples(tmp_path, dirs, verse_sample_dir, capsys):
     assert [s["case"] for s in report["skipped"]] == ["sub-verse004"]
     assert any(f.endswith("sub-verse004_seg-vert_msk.nii.gz") for f in report["skipped"][0]["files"])
     conv = {c["case"]: c for c in report["converted"]}
-    assert sorted(conv) == ["sub-verse005", "sub-verse006"]
+    assert sorted(conv) == ["sub-verse005", "sub-verse006", "sub-verse012", "sub-verse014"]
     assert conv["sub-verse005"]["verse_labels"] == [20, 21, 22, 23, 24]
     assert conv["sub-verse006"]["verse_labels"] == [23, 24]
+    assert conv["sub-verse012"]["verse_labels"] == [17, 18, 19, 20, 21, 22]
+    assert conv["sub-verse014"]["verse_labels"] == [20, 21, 22, 23, 24]
+    # 012 comes from the VerSe'19 test folder: it lands in the test side of the dataset, never in training
+    assert (dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz").is_file()
+    assert not (dirs["raw"] / V / "labelsTr" / "sub-verse012.nii.gz").exists()
+    assert (dirs["raw"] / V / "labelsTr" / "sub-verse014.nii.gz").is_file()
+    img012, arr012 = read(dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz")
+    assert orientation_of(img012) == "LPI" and img012.GetSpacing() == (1.0, 1.0, 1.0)
+    assert conv["sub-verse012"]["split"] == "test" and conv["sub-verse014"]["split"] != "test"
+    assert conv["sub-verse012"]["centroids_source"] == "json"  # it has an annotated _ctd.json
     for case, shape in (("sub-verse005", (180, 103, 106)), ("sub-verse006", (86, 100, 111))):
         img, arr = read(dirs["raw"] / V / "labelsTr" / f"{case}.nii.gz")
         assert orientation_of(img) == "LPI" and img.GetSpacing() == (1.0, 1.0, 1.0)
