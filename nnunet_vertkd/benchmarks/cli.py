@@ -7,7 +7,7 @@ from typing import List, Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnunet_vertkd.benchmarks import efficiency, study
+    from nnunet_vertkd.benchmarks import efficiency, oracle_loop, study
     p = argparse.ArgumentParser(
         prog="vertkd_benchmark", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure the plugin: 'efficiency' (parameters, FLOPs, memory, time per patch and per scan of "
@@ -16,14 +16,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  vertkd_benchmark efficiency --out bench/ --runs 5 --device cpu --patch 128\n"
                "  vertkd_benchmark efficiency --patch 32 --runs 2 --no-scan --out /tmp/mini   # seconds\n"
-               "  vertkd_benchmark study --scale cpu --out study_cpu/ --seeds 0\n")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{efficiency,study}")
+               "  vertkd_benchmark study --scale cpu --out study_cpu/ --seeds 0\n"
+               "  vertkd_benchmark oracle   # the loop with a perfect network: calls per vertebra, seconds\n")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{efficiency,study,oracle}")
     e = sub.add_parser("efficiency", help="cost of teacher, student and nnU-Net's planned network",
                        description=efficiency.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     efficiency.add_arguments(e)
     s = sub.add_parser("study", help="the distillation study (T_B, T_S, S_S, S_T3, S_T4, S_T5, S_L, S_LW)",
                        description=study.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     study.add_arguments(s)
+    o = sub.add_parser("oracle", help="the iterative loop with a perfect network on real and synthetic spines",
+                       description=oracle_loop.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    oracle_loop.add_arguments(o)
     return p
 
 
@@ -34,6 +38,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from nnunet_vertkd.benchmarks import efficiency
         efficiency.run(args, argv[1:])
         return 0
+    if args.command == "oracle":
+        from nnunet_vertkd.benchmarks import oracle_loop
+        return oracle_loop.run(args)
     from nnunet_vertkd.benchmarks import study
     return study.run(args, argv[1:])
 

@@ -20,8 +20,9 @@ belongs to that network alone:
 The networks are **untrained** (random weights): their cost does not depend on the weights. For the loop the
 number of network calls does depend on what the network predicts, so the loop's patch predictor runs the network
 on every call (for the timing) but accepts what the reference mask says is the topmost vertebra not yet in memory
-("oracle" mode): the calls per scan are those of a model that segments perfectly (at least
-``N_CONVERGENCE_CENTRES`` calls per vertebra). The network input in oracle mode is the label patch plus the
+("oracle" mode, ``nnunet_vertkd.inference.oracle.OraclePredictor``): the calls per scan are those of a model that
+segments perfectly (``N_CONVERGENCE_CENTRES`` calls per vertebra plus one or two at the end of the spine;
+``vertkd_benchmark oracle`` measures them on real and whole-spine anatomy without running a network). The network input in oracle mode is the label patch plus the
 memory; dense convolutions cost the same whatever the values. Without a reference mask the untrained network's
 own output drives the loop and the number of vertebrae is capped (``--max-vertebrae``): the calls are then not
 representative and the report says so.
@@ -405,6 +406,7 @@ def child_scan(spec: dict) -> dict:
             patch_predictor = PatchPredictor([net], device, lr_axis if spec.get("mirroring") else None)
             if seg_pp is not None:
                 from scipy import ndimage
+                from nnunet_vertkd.inference.oracle import ORACLE_PAD_VALUE, OraclePredictor
                 labels = np.clip(seg_pp[0], 0, None).astype(np.float32)
                 start = ndimage.binary_dilation(labels > 0, iterations=3).astype(np.float32)
                 min_frag = max(1, int(0.25 * min(np.bincount(labels.astype(np.int64).ravel())[1:][
@@ -412,18 +414,12 @@ def child_scan(spec: dict) -> dict:
                 settings.MIN_START_FRAGMENT_VOXELS = min(settings.MIN_START_FRAGMENT_VOXELS, min_frag)
                 settings.MIN_CONTINUE_FRAGMENT_VOXELS = min(settings.MIN_CONTINUE_FRAGMENT_VOXELS, min_frag)
 
+                oracle = OraclePredictor()
+                settings.CT_PAD_VALUE = ORACLE_PAD_VALUE
+
                 def predict_patch(patch):
                     patch_predictor(patch)  # the real network, for the timing; its output is not used
-                    lab = np.rint(patch[0]).astype(np.int64)
-                    free = (lab > 0) & (patch[1] < 0.5)
-                    in_patch = np.bincount(lab.ravel())
-                    not_in_memory = np.bincount(lab[free].ravel(), minlength=in_patch.size)
-                    # the topmost vertebra mostly not in memory (leftover specks of accepted vertebrae, which the
-                    # loop's largest-component selection leaves out of memory, are not "the next vertebra")
-                    for label in range(1, in_patch.size):
-                        if in_patch[label] and not_in_memory[label] > 0.5 * in_patch[label]:
-                            return (lab == label).astype(np.float32)
-                    return np.zeros(patch.shape[1:], np.float32)
+                    return oracle(patch)
                 loop_ct, mode = labels, "oracle"
             else:
                 from nnunet_vertkd.inference.spine_location import heuristic_spine_mask, to_preprocessed_space
