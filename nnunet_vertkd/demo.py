@@ -167,8 +167,16 @@ def segmentation_demo(args, out: Path) -> int:
     threads = args.threads or None
     predictor = VertKDPredictor(device=torch.device(_device(args.device)), use_mirroring=not args.disable_tta,
                                 num_threads=threads, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(vertebra, (vfold,), "checkpoint_final.pth", spine, (sfold,),
-                                                   "checkpoint_final.pth")
+    import contextlib
+    import io
+    chatter = io.StringIO()  # nnU-Net's trainer lookup prints every module it inspects
+    try:
+        with contextlib.redirect_stdout(chatter):
+            predictor.initialize_from_trained_model_folder(vertebra, (vfold,), "checkpoint_final.pth", spine,
+                                                           (sfold,), "checkpoint_final.pth")
+    except Exception:
+        print(chatter.getvalue())
+        raise
 
     _step(3, 4, "segment (spine location, then one vertebra at a time from the top)")
     preds = {}

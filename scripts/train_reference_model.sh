@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduces the shipped reference model (nnunet_vertkd/pretrained, docs/pretrained.md) with the CPU recipe
+# (nnunet_vertkd/trainers/cpu_recipe.py): 24 synthetic scans (seed 0) + the real VerSe training samples
+# (sub-verse005, 006, 014; sub-verse012 is held out), converted at 2 mm (vertebrae) and 4 mm (spine), then
+# the spine model and the teacher in parallel (1 torch thread each), then the student distilled from the teacher.
+# About 2 h on 2 CPU cores. Usage:
+#   scripts/train_reference_model.sh WORKDIR [VERSE_TRAINING_FOLDER] [--export]
+# VERSE_TRAINING_FOLDER defaults to ../shared/data/verse_sample/dataset-verse19training (relative to the repo).
+# --export writes the result into nnunet_vertkd/pretrained (replacing the shipped files).
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="$(mkdir -p "$1" && cd "$1" && pwd)"
+REAL="${2:-$REPO/../shared/data/verse_sample/dataset-verse19training}"
+EXPORT="${3:-}"
+BIN="$(dirname "$(command -v python3)")"
+[ -x "$REPO/.venv/bin/vertkd_predict" ] && BIN="$REPO/.venv/bin"
+export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
+export nnUNet_compile=false nnUNet_extTrainer="$("$BIN/vertkd_trainer_dir")"
+mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
+cd "$WORK"
+
+# 1. data: 24 synthetic scans (14 training, 5 validation, 5 test) + the real training samples
+[ -d synthetic ] || "$BIN/vertkd_make_synthetic" synthetic --cases 24 --seed 0 -np 2
+"$BIN/vertkd_convert_verse" synthetic "$REAL" -d 601 --spacing-mm 2 -np 2 --no-progress --overwrite
+if ls "$nnUNet_raw"/Dataset601_*/imagesTr | grep -q "verse012"; then
+  echo "sub-verse012 must stay held out: remove it from $REAL" >&2; exit 1
+fi
+"$BIN/nnUNetv2_plan_and_preprocess" -d 601 602 -c 3d_fullres -np 2
+
+# 2. training (fold 'all': every case of imagesTr; the synthetic test split, imagesTs, is never trained on)
+export nnUNet_n_proc_DA=0
+VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 602 3d_fullres all -tr VertKDSpineTrainer_cpu4mm -device cpu > spine.log 2>&1 &
+SPINE=$!
+VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDTeacherTrainer_cpu2mm -device cpu > teacher.log 2>&1
+wait $SPINE
+VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm -device cpu > student.log 2>&1
+
+# 3. export (network weights only + model cards)
+if [ "$EXPORT" = "--export" ]; then
+  "$BIN/python" -m nnunet_vertkd.pretrained export \
+    --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm__nnUNetPlans__3d_fullres" \
+    --spine "$nnUNet_results/Dataset602_VerSeSpine/VertKDSpineTrainer_cpu4mm__nnUNetPlans__3d_fullres"
+fi
+echo "models in $nnUNet_results"
