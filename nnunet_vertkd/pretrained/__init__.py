@@ -84,10 +84,51 @@ def pretrained_predictor(device="cpu", **kwargs):
     return predictor
 
 
+def training_data(raw_dataset_folder: str) -> dict:
+    """What a fold-'all' model saw: every case of ``imagesTr`` with its vertebra labels (nnU-Net numbering),
+    and the held-out test cases of ``imagesTs``."""
+    import numpy as np
+    import SimpleITK as sitk
+    cases = {}
+    labels_dir = os.path.join(raw_dataset_folder, "labelsTr")
+    for name in sorted(os.listdir(os.path.join(raw_dataset_folder, "imagesTr"))):
+        case = name[: -len("_0000.nii.gz")] if name.endswith("_0000.nii.gz") else name
+        lab = os.path.join(labels_dir, f"{case}.nii.gz")
+        if os.path.isfile(lab):
+            cases[case] = " ".join(str(int(v)) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(lab))) if v > 0)
+    test = sorted(n[: -len("_0000.nii.gz")] for n in os.listdir(os.path.join(raw_dataset_folder, "imagesTs"))
+                  if n.endswith("_0000.nii.gz")) if os.path.isdir(os.path.join(raw_dataset_folder, "imagesTs")) else []
+    return {"training_cases": cases, "n_training_cases": len(cases),
+            "n_training_vertebrae": int(sum(len(v.split()) for v in cases.values())),
+            "real_training_cases": sorted(c for c in cases if c.startswith("sub-verse")),
+            "held_out_test_cases": test}
+
+
+def training_run(model_folder: str, fold: str = FOLD) -> dict:
+    """Epochs, iterations and wall time of a training, from its checkpoint and nnU-Net training log."""
+    import glob
+    from datetime import datetime
+    info = {}
+    logs = sorted(glob.glob(os.path.join(model_folder, f"fold_{fold}", "training_log_*.txt")))
+    stamps = []
+    for log in logs:
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    stamps.append(datetime.strptime(line[:26], "%Y-%m-%d %H:%M:%S.%f"))
+                except ValueError:
+                    continue
+    if stamps:
+        info["training_started"] = min(stamps).isoformat(timespec="seconds")
+        info["training_wall_time_min"] = round((max(stamps) - min(stamps)).total_seconds() / 60.0, 1)
+    return info
+
+
 def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name: str = CHECKPOINT,
-                 card: Optional[dict] = None) -> str:
+                 card: Optional[dict] = None, raw_dataset_folder: Optional[str] = None) -> str:
     """Copy a trained nnU-Net model folder into ``dest`` with a slim checkpoint (``KEPT_KEYS`` only, as
-    ``fold_all/checkpoint_final.pth``) and ``model_card.json`` (``card`` plus what the checkpoint tells)."""
+    ``fold_all/checkpoint_final.pth``) and ``model_card.json`` (``card`` plus what the checkpoint, the training
+    log and, when given, the raw dataset tell: cases and vertebrae seen, epochs, patches, wall time)."""
     import torch
     src = os.path.join(model_folder, f"fold_{fold}", checkpoint_name)
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
@@ -103,6 +144,18 @@ def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name
     info = dict(card or {})
     info.setdefault("trainer", ckpt.get("trainer_name"))
     info["epochs_trained"] = ckpt.get("current_epoch")
+    try:
+        from nnunet_vertkd.inference.model_loading import find_trainer_class
+        trainer_class = find_trainer_class(ckpt["trainer_name"])
+        info["iterations_per_epoch"] = int(trainer_class.num_iterations_per_epoch)
+        info["training_patches_seen"] = int(trainer_class.num_iterations_per_epoch) * int(ckpt.get("current_epoch") or 0) \
+            * int(getattr(trainer_class, "batch_size", 1) or 1)
+        info["patch_size_voxels"] = list(getattr(trainer_class, "patch_size_voxels", None) or []) or None
+    except Exception:  # an unknown trainer: the card just has less
+        pass
+    info.update(training_run(model_folder, fold))
+    if raw_dataset_folder:
+        info.update(training_data(raw_dataset_folder))
     info["configuration"] = (ckpt.get("init_args") or {}).get("configuration")
     info["parameters"] = int(sum(v.numel() for v in slim["network_weights"].values()))
     info["vertkd"] = ckpt.get("vertkd")
@@ -118,6 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     e = sub.add_parser("export", help="slim checkpoints + model cards into nnunet_vertkd/pretrained")
     e.add_argument("--vertebra", required=True, help="vertebra (student) model folder (…/Trainer__plans__config)")
     e.add_argument("--spine", required=True, help="spine model folder")
+    e.add_argument("--vertebra-raw", help="raw nnU-Net dataset folder of the vertebra model (cases for the card)")
+    e.add_argument("--spine-raw", help="raw nnU-Net dataset folder of the spine model")
     e.add_argument("--card", help="JSON file with extra model-card fields (data seen, command, timings)")
     e.add_argument("--out", default=PRETRAINED_DIR, help="destination (default: the package's pretrained folder)")
     args = p.parse_args(argv)
@@ -125,8 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.card:
         with open(args.card, encoding="utf-8") as f:
             card = json.load(f)
-    for src, name in ((args.vertebra, "student"), (args.spine, "spine")):
-        dest = export_model(src, os.path.join(args.out, name), card=card.get(name, {}))
+    for src, name, raw in ((args.vertebra, "student", args.vertebra_raw), (args.spine, "spine", args.spine_raw)):
+        dest = export_model(src, os.path.join(args.out, name), card=card.get(name, {}), raw_dataset_folder=raw)
         size = os.path.getsize(_checkpoint(dest)) / 1e6
         print(f"{name}: {src} -> {dest} ({size:.2f} MB)")
     return 0
