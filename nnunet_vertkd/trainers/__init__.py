@@ -16,5 +16,9 @@ from nnunet_vertkd.trainers.variants import (  # noqa: F401
 from nnunet_vertkd.trainers.cpu_recipe import (  # noqa: F401
     VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_scratch_cpu2mm,
     VertKDTeacherTrainer_cpu2mm)
+from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401
+    VertKDStudentTrainer_multiTeacher, VertKDStudentTrainer_multiTeacher_cpu2mm, VertKDStudentTrainer_multiTeacher_debug,
+    VertKDStudentTrainer_multiTeacher_equalWeights, VertKDStudentTrainer_multiTeacher_klOnly,
+    VertKDStudentTrainer_multiTeacher_printedWeights)
 
 __all__ = [name for name in dir() if name.startswith("VertKD")]

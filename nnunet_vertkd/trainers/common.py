@@ -44,8 +44,9 @@ def unwrap_network(trainer):
     return mod
 
 
-def save_checkpoint_with_vertkd(trainer, filename: str, vertkd_entry: dict) -> None:
-    """nnU-Net's checkpoint (same keys as nnUNetTrainer.save_checkpoint) plus 'vertkd'."""
+def save_checkpoint_with_vertkd(trainer, filename: str, vertkd_entry: dict, extra: dict = None) -> None:
+    """nnU-Net's checkpoint (same keys as nnUNetTrainer.save_checkpoint) plus 'vertkd' (plus ``extra`` keys, e.g.
+    the multi-teacher student's training-only feature adapters)."""
     if trainer.local_rank != 0:
         return
     if trainer.disable_checkpointing:
@@ -63,6 +64,8 @@ def save_checkpoint_with_vertkd(trainer, filename: str, vertkd_entry: dict) -> N
         "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
         "vertkd": vertkd_entry,
     }
+    if extra:
+        checkpoint.update(extra)
     torch.save(checkpoint, filename)
 
 
