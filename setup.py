@@ -31,6 +31,10 @@ setup(
     ],
     extras_require={
         "co2": ["codecarbon"],
+        # CPU inference backends (vertkd_predict --backend; docs/inference.md): the fastest installed is the default
+        "openvino": ["openvino>=2024.0", "onnx"],
+        "onnxruntime": ["onnxruntime>=1.16", "onnx"],
+        "cpu": ["openvino>=2024.0", "onnxruntime>=1.16", "onnx"],
     },
     entry_points={
         "console_scripts": [

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-spine", action="store_true", help="also write {case}_spine.nii.gz (spine probability)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those cases)")
     p.add_argument("--disable-tta", action="store_true", help="no left-right mirroring at test time")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "onnxruntime"],
+                   help="inference backend of the vertebra and spine networks: auto (default) = torch on a GPU, on "
+                        "the CPU the fastest installed (openvino, then onnxruntime, then torch); openvino and "
+                        "onnxruntime are optional extras (pip install 'nnunet-vertkd[openvino]'), CPU only, and "
+                        "export the model once to ONNX beside the checkpoint. See docs/inference.md")
     p.add_argument("-npp", "--num-threads", type=int, default=None,
                    help="CPU threads for torch (default: all cores available to this process)")
     p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
@@ -173,9 +178,13 @@ def main(argv=None) -> int:
     except RunSetupError as e:
         raise SystemExit(f"vertkd_predict: error: {e}")
 
-    predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
-                                verbose=args.verbose, num_threads=args.num_threads,
-                                settings_overrides=parse_settings(args.setting))
+    from nnunet_vertkd.inference.backends import BackendError
+    try:
+        predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
+                                    verbose=args.verbose, num_threads=args.num_threads,
+                                    settings_overrides=parse_settings(args.setting), backend=args.backend)
+    except BackendError as e:
+        raise SystemExit(f"vertkd_predict: {e}")
     try:
         predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
                                                        _folds(args.spine_f) or _folds(args.f), args.chk)

@@ -53,12 +53,13 @@ class VertKDPredictor:
                  perform_everything_on_device: bool = True, verbose: bool = False,
                  settings: Optional[IterativeSettings] = None, num_threads: Optional[int] = None,
                  allow_tqdm: bool = True, label_mapping: LabelMapping = None,
-                 settings_overrides: Optional[Dict[str, object]] = None):
+                 settings_overrides: Optional[Dict[str, object]] = None, backend: Optional[str] = None):
         """settings: loop settings in voxels of the model's preprocessed space; None = the 1 mm defaults of
         ``IterativeSettings`` scaled to the model's spacing. label_mapping: None keeps sequential labels 1..N
         from the top; a dict {sequential: label} or a callable(instances_zyx, record) -> (relabelled, name)
         for anatomical labels (recorded under "labels"). settings_overrides: {IterativeSettings field: value}
-        applied after the scaling (values in voxels of the preprocessed space)."""
+        applied after the scaling (values in voxels of the preprocessed space). backend: "torch", "openvino",
+        "onnxruntime" or None/"auto" (torch on a GPU, the fastest installed on the CPU; inference/backends.py)."""
         if isinstance(device, str):
             device = torch.device(device)
         self.device = device
@@ -82,6 +83,11 @@ class VertKDPredictor:
         self.spine_model: Optional[SpineModel] = None
         self.settings: Optional[IterativeSettings] = None
         self.load_seconds = 0.0
+        from nnunet_vertkd.inference.backends import resolve_backend
+        resolve_backend(backend, device)  # a backend that is not installed fails here, with what to install
+        self.backend = backend
+        self.backends_used: Dict[str, str] = {}
+        self._patch_predictor = None
 
     # ------------------------------------------------------------------ setup
     def initialize_from_trained_model_folder(self, vertebra_model_folder: str,
@@ -96,6 +102,7 @@ class VertKDPredictor:
         if spine_model_folder is not None:
             self.spine_model = SpineModel(spine_model_folder, spine_use_folds, spine_checkpoint_name or checkpoint_name,
                                           self.device, self.use_mirroring, self.verbose)
+        self._init_backends(checkpoint_name, spine_checkpoint_name or checkpoint_name)
         spacing = self.model.configuration_manager.spacing
         self.settings = self.user_settings or IterativeSettings().scaled_to_spacing(spacing)
         if self.settings_overrides:
@@ -104,6 +111,25 @@ class VertKDPredictor:
             self.settings = dataclasses.replace(self.settings, CT_PAD_VALUE=normalised_air_value(
                 self.model.plans_manager, self.model.configuration_manager))
         self.load_seconds = time.perf_counter() - t0
+
+    def _init_backends(self, checkpoint_name: str, spine_checkpoint_name: str) -> None:
+        """The loop's patch predictor and the spine network on ``self.backend`` (exported once, cached)."""
+        from nnunet_vertkd.inference import backends
+        m = self.model
+        mirror = m.left_right_axis if self.use_mirroring else None
+        if self.device.type != "cpu" and backends.resolve_backend(self.backend, self.device) == "torch":
+            self._patch_predictor = lambda: PatchPredictor(m.networks, self.device, mirror)  # unchanged GPU path
+            self.backends_used["vertebra"] = "torch"
+        else:
+            bp = backends.vertebra_patch_predictor(m, self.device, mirror, self.backend, self.num_threads,
+                                                   checkpoint_name, log=tqdm.write)
+            self._patch_predictor = lambda: backends.BackendPatchPredictor(bp.runners, bp.mirror_axis, bp.backend)
+            self.backends_used["vertebra"] = bp.backend
+        if self.spine_model is not None:
+            sm = self.spine_model
+            dirs = [os.path.join(sm.folder, f"fold_{f}") for f in getattr(sm, "folds", ())] or [None]
+            self.backends_used["spine"] = backends.attach_to_nnunet_predictor(
+                sm.predictor, self.backend, self.device, self.num_threads, dirs, spine_checkpoint_name, log=tqdm.write)
 
     # ------------------------------------------------------------------ one image
     def predict_single_image(self, image: sitk.Image, case: str = "image") -> Tuple[sitk.Image, dict, dict]:
@@ -137,7 +163,7 @@ class VertKDPredictor:
                                    f"{self.settings.START_THRESHOLD}; source: {spine_source})")
 
         t = time.perf_counter()
-        patch_predictor = PatchPredictor(m.networks, self.device, m.left_right_axis if self.use_mirroring else None)
+        patch_predictor = self._patch_predictor()
         bar = tqdm(desc=f"{case}: vertebrae", unit="vert", leave=False, disable=not self.allow_tqdm)
         try:
             res = segment_vertebrae_iteratively(patch_predictor, ct_pp, start_prob, m.superior_axis,
@@ -171,7 +197,8 @@ class VertKDPredictor:
             "model_orientation": m.orientation, "preprocessed_shape": list(ct_pp.shape),
             "preprocessed_spacing_mm": [float(s) for s in cm.spacing], "patch_size": list(m.patch_size),
             "device": str(self.device), "folds": list(m.folds), "trainer": m.trainer_name,
-            "mirroring": bool(self.use_mirroring), "settings": self.settings.to_dict(),
+            "mirroring": bool(self.use_mirroring), "backend": dict(self.backends_used),
+            "settings": self.settings.to_dict(),
             "vertebrae": [{"label": int(lab), "centroid_voxel_XYZ": [round(c, 3) for c in centroids[lab]]}
                           for lab in sorted(centroids)],
             "seconds": {"load": round(self.load_seconds, 4),

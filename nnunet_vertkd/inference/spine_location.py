@@ -56,6 +56,7 @@ class SpineModel:
             if not use_folds:
                 raise FileNotFoundError(f"spine model folder {model_folder}: no fold_*/{checkpoint_name}")
         folds = tuple(f if f == "all" else int(f) for f in use_folds)
+        self.folds = folds  # the fold folders hold the backends' cached exports (inference/backends.py)
         try:
             self.predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name)
         except Exception as e:  # corrupt/truncated checkpoint (UnpicklingError, EOFError, ...), missing fold
