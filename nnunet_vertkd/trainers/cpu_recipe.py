@@ -50,9 +50,9 @@ class _SeededCPU:
 
 
 class _CPU2mmSchedule:
-    """64^3 patches of the 2 mm dataset; 45 epochs x 25 patches, poly-decayed Adam 1e-3."""
+    """64^3 patches of the 2 mm dataset; 25 epochs x 25 patches, poly-decayed Adam 1e-3."""
     patch_size_voxels = (64, 64, 64)
-    num_epochs = 45
+    num_epochs = 25
     num_iterations_per_epoch = 25
     num_val_iterations_per_epoch = 3
     save_every = 5
@@ -70,20 +70,17 @@ class VertKDTeacherTrainer_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDTeacherTrai
 
 
 class VertKDStudentTrainer_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDStudentTrainer):
-    """S_T4 student (8-16-32-64, soft outputs T = 4) distilled from ``VertKDTeacherTrainer_cpu2mm``; shorter
-    schedule (each step also runs the teacher)."""
+    """S_T4 student (8-16-32-64, soft outputs T = 4) distilled from ``VertKDTeacherTrainer_cpu2mm``."""
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm"
-    num_epochs = 35
 
 
 class VertKDStudentTrainer_scratch_cpu2mm(_SeededCPU, _CPU2mmSchedule, VertKDStudentTrainer_scratch):
     """S_S student without a teacher on the CPU recipe (for comparisons)."""
-    num_epochs = 35
 
 
 class VertKDSpineTrainer_cpu4mm(_SeededCPU, VertKDSpineTrainer):
-    """Spine model on the 4 mm spine dataset: nnU-Net's planned patch, 40 epochs x 25 iterations."""
-    num_epochs = 40
+    """Spine model on the 4 mm spine dataset: nnU-Net's planned patch, 25 epochs x 25 iterations."""
+    num_epochs = 25
     num_iterations_per_epoch = 25
     num_val_iterations_per_epoch = 3
     save_every = 5
