@@ -122,8 +122,9 @@ def describe_teachers(found, missing, dataset_name: str, plans_name: str, config
         lines.append("Train the missing teacher(s) with")
         lines += [f"    nnUNetv2_train {dataset_name} {configuration} {f} -tr {teacher_trainer_name} -p {plans_name}"
                   for f in default_missing]
-    lines.append(f"or list existing teacher checkpoints (files, fold folders or model folders) in {TEACHERS_ENV}, "
-                 f"separated by '{os.pathsep}'.")
+    if missing:
+        lines.append(f"{'or l' if default_missing else 'L'}ist existing teacher checkpoints (files, fold folders or "
+                     f"model folders) in {TEACHERS_ENV}, separated by '{os.pathsep}'.")
     return "\n".join(lines)
 
 
