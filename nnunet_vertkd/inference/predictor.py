@@ -23,15 +23,16 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from nnunet_vertkd.centroids import centroids_from_mask
+from nnunet_vertkd.centroids import centroids_from_mask  # noqa: F401 (API of earlier versions)
 from nnunet_vertkd.ct_padding import normalised_air_value
-from nnunet_vertkd.inference import geometry
+from nnunet_vertkd.inference import geometry, lean_preprocessing
 from nnunet_vertkd.inference.input_checks import (InputError, check_image, header_warnings, intensity_warnings,
                                                   read_image)
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
 from nnunet_vertkd.inference.model_loading import LoadedModel, PatchPredictor, load_vertebra_model
 from nnunet_vertkd.inference.outputs import (CaseOutputs, case_files, list_input_cases, prepare_output_folder,
                                             write_case_outputs)
+from nnunet_vertkd.labelling.body_centre import body_centroids
 from nnunet_vertkd.inference.spine_location import SpineModel, spine_probability
 from nnunet_vertkd.orientation import orientation_of
 
@@ -149,9 +150,10 @@ class VertKDPredictor:
         reoriented = geometry.reorient(image, m.orientation)
         data_raw, raw_props = geometry.nnunet_input(reoriented)
         preprocessor = cm.preprocessor_class(verbose=False)
-        data_pp, _, pp_props = preprocessor.run_case_npy(data_raw, None, copy.deepcopy(raw_props), pm, cm,
-                                                         m.dataset_json)
+        data_pp, _, pp_props = lean_preprocessing.run_case_npy(preprocessor, data_raw, copy.deepcopy(raw_props), pm,
+                                                               cm, m.dataset_json)  # nnU-Net's, bounded memory
         ct_pp = np.ascontiguousarray(data_pp[0], dtype=np.float32)
+        del data_pp
         seconds["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -178,13 +180,14 @@ class VertKDPredictor:
         record = {"case": case, "n_vertebrae": res.n_vertebrae, "n_network_calls": res.n_network_calls,
                   "stop_reason": res.stop_reason, "iterations_per_vertebra": res.iterations_per_vertebra,
                   "converged": [v.converged for v in res.vertebrae], "spine_source": spine_source,
-                  "labels": "sequential", "input_warnings": input_warnings}
-        labels_raw, record["labels"] = self._map_labels(labels_raw, record)
+                  "labels": "sequential", "input_warnings": input_warnings,
+                  "centroids": "vertebral_body_centre"}
+        labels_raw, record["labels"] = self._map_labels(labels_raw, record, reoriented)
         max_label = int(labels_raw.max()) if labels_raw.size else 0
         labels_raw = labels_raw.astype(geometry.label_dtype(max_label))
         labels_in = geometry.raw_to_input_grid(labels_raw, reoriented, image)
         instances = geometry.array_to_image_like(labels_in, image)
-        centroids = centroids_from_mask(labels_in)
+        centroids = body_centroids(labels_in, image.GetSpacing()[::-1])  # VerSe's centroids: body centres
         spine_img = None
         if want_spine:
             spine_img = geometry.array_to_image_like(
@@ -214,11 +217,16 @@ class VertKDPredictor:
             result.preview_spacing_kji = tuple(ct_img.GetSpacing()[::-1])
         return result
 
-    def _map_labels(self, labels: np.ndarray, record: dict) -> Tuple[np.ndarray, str]:
-        """Hook for anatomical labels (a later issue): sequential 1..N from the top unless a mapping is given."""
+    def _map_labels(self, labels: np.ndarray, record: dict, image: Optional[sitk.Image] = None
+                    ) -> Tuple[np.ndarray, str]:
+        """Anatomical labels: sequential 1..N from the top unless a mapping is given. A callable mapping with
+        ``needs_image = True`` (``nnunet_vertkd.labelling.labeller.AnatomicalLabeller``) also gets the image
+        whose grid ``labels`` is on."""
         if self.label_mapping is None:
             return labels, "sequential"
         if callable(self.label_mapping):
+            if getattr(self.label_mapping, "needs_image", False):
+                return self.label_mapping(labels, record, image)
             return self.label_mapping(labels, record)
         lut = np.arange(max(int(labels.max()), max(self.label_mapping, default=0)) + 1, dtype=np.int64)
         for k, v in self.label_mapping.items():

@@ -108,8 +108,10 @@ def heuristic_spine_mask(hu_zyx: np.ndarray, spacing_zyx: Sequence[float], lr_ax
     # vertebrae are separated by discs (< 100 HU): bridge them by a dilation that is long along the spine
     radius = [max(1, int(round(DILATION_MM / s))) for s in spacing_zyx]
     radius[si_axis] = max(1, int(round(DISC_BRIDGE_MM / spacing_zyx[si_axis])))
-    struct = np.ones([2 * r + 1 for r in radius], bool)
-    bone = ndimage.binary_dilation(bone, structure=struct)
+    for axis, r in enumerate(radius):  # a box is the sum of three segments: separable, same result, much faster
+        segment = [1, 1, 1]
+        segment[axis] = 2 * r + 1
+        bone = ndimage.binary_dilation(bone, structure=np.ones(segment, bool))
     labels = cc3d.connected_components(bone.astype(np.uint8), connectivity=26)
     counts = np.bincount(labels.ravel())
     counts[0] = 0

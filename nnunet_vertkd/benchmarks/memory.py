@@ -1,0 +1,238 @@
+"""Peak memory (RSS) of ``vertkd_predict`` on a large scan: ``python -m nnunet_vertkd.benchmarks.memory``.
+
+A clinic PC has 8 GB; the target (issue 10) is a peak resident set size of at most 4 GB for a 512×512×600 int16
+scan at 0.8×0.8×1 mm. This command writes such a synthetic CT (air, a body ellipse of soft tissue, a column of
+bone blocks with discs between them), runs ``vertkd_predict`` on it in a child process, samples the child's
+resident memory every 0.1 s and reports the peak (``ru_maxrss`` of the child, the kernel's own count), the
+time at which it happened and the stages from the case record, so that the stage responsible can be seen.
+
+Model: ``-m MODEL_FOLDER`` (and ``--spine-m``) measure a trained model. Without ``-m`` a stand-in vertebra
+model at ``--model-spacing`` mm is built in a temporary folder: its network returns the topmost bone slab not in
+memory (no weights, negligible activations), so the measurement is that of the pipeline around the network
+(reading, reorientation, nnU-Net preprocessing, spine location, the loop's arrays, export); a real network adds
+its activations (``vertkd_benchmark efficiency`` measures those per patch). Without ``--spine-m`` the spine
+heuristic runs (full-resolution morphology: its memory is part of the measurement).
+
+    python -m nnunet_vertkd.benchmarks.memory                      # 512 x 512 x 600, stand-in model, heuristic
+    python -m nnunet_vertkd.benchmarks.memory --shape 256 256 300  # quicker
+    python -m nnunet_vertkd.benchmarks.memory -m $nnUNet_results/Dataset501_X/VertKDStudentTrainer__nnUNetPlans__3d_fullres --spine-m ...
+
+Exit status 0 when the peak is within ``--limit-gb`` (default 4), 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import List, Optional
+
+import numpy as np
+
+STANDIN_TRAINER = "VertKDMemoryStandInTrainer"
+STANDIN_SOURCE = '''
+import torch
+from torch import nn
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class TopmostBoneSlab(nn.Module):
+    """(B, 2, X, Y, Z) -> (B, 1, X, Y, Z) logits: the topmost slab of bone (axis 0) not yet in memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        mask = (x[:, 0] > 0.3) & (x[:, 1] < 0.5)
+        keep = torch.zeros_like(mask)
+        for b in range(x.shape[0]):
+            rows = mask[b].flatten(1).any(1)
+            idx = torch.nonzero(rows).flatten()
+            if idx.numel() == 0:
+                continue
+            start = end = int(idx[0])
+            while end < rows.numel() and bool(rows[end]):
+                end += 1
+            keep[b, start:end] = mask[b, start:end]
+        return (torch.where(keep, 10.0, -10.0) * self.scale)[:, None]
+
+
+class VertKDMemoryStandInTrainer(nnUNetTrainer):
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision=True):
+        return TopmostBoneSlab()
+'''
+
+
+def synthetic_ct(shape_xyz, spacing_xyz, path: str) -> None:
+    """int16 CT in LPS (as scanners write DICOM-derived NIfTI), k axis head (high k) to feet: air, a body ellipse
+    (40 HU), a column of vertebra-sized bone blocks (700 HU) separated by 6 mm discs."""
+    import SimpleITK as sitk
+    nx, ny, nz = shape_xyz
+    sx, sy, sz = spacing_xyz
+    ct = np.full((nz, ny, nx), -1000, np.int16)
+    yy, xx = np.ogrid[:ny, :nx]
+    body = ((yy - ny / 2) * sy) ** 2 / (0.4 * ny * sy) ** 2 + ((xx - nx / 2) * sx) ** 2 / (0.45 * nx * sx) ** 2 <= 1
+    ct[:, body] = 40
+    j0, i0 = int(ny * 0.62), nx // 2  # vertebral bodies posterior of the centre
+    hj, hi = int(18 / sy), int(22 / sx)
+    block, disc = int(round(25 / sz)), int(round(6 / sz))
+    k = int(round(20 / sz))
+    while k + block < nz - int(round(20 / sz)):
+        ct[k:k + block, j0 - hj:j0 + hj, i0 - hi:i0 + hi] = 700
+        k += block + disc
+    img = sitk.GetImageFromArray(ct)
+    img.SetSpacing(tuple(float(s) for s in spacing_xyz))
+    sitk.WriteImage(img, path, False)  # uncompressed: writing 300 MB through gzip would dominate the run
+
+
+def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> str:
+    import torch
+    os.makedirs(ext_dir, exist_ok=True)
+    with open(os.path.join(ext_dir, "vertkd_memory_standin.py"), "w") as f:
+        f.write(STANDIN_SOURCE)
+    model = os.path.join(folder, "Dataset989_MemoryStandIn", f"{STANDIN_TRAINER}__nnUNetPlans__3d_fullres")
+    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
+    spacing = [float(spacing_mm)] * 3
+    plans = {
+        "dataset_name": "Dataset989_MemoryStandIn", "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": [256, 256, 256],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": 2, "patch_size": [patch] * 3, "median_image_size_in_voxels": [256, 256, 256],
+            "spacing": spacing, "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                   "force_separate_z": None},
+            "architecture": {"network_class_name": "none", "arch_kwargs": {}, "_kw_requires_import": []},
+            "batch_dice": False}},
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {
+            "max": 3071.0, "mean": 300.0, "median": 300.0, "min": -1024.0, "percentile_00_5": -1024.0,
+            "percentile_99_5": 1500.0, "std": 400.0}}}
+    with open(os.path.join(model, "plans.json"), "w") as f:
+        json.dump(plans, f, indent=1)
+    with open(os.path.join(model, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "vertebra": 1}, "numTraining": 1,
+                   "file_ending": ".nii.gz", "vertkd": {"kind": "vertebrae", "orientation": "LPI",
+                                                        "spacing_mm": spacing_mm}}, f)
+    torch.save({"network_weights": {"scale": torch.ones(1)}, "trainer_name": STANDIN_TRAINER,
+                "init_args": {"configuration": "3d_fullres", "fold": "all"},
+                "inference_allowed_mirroring_axes": (0, 1, 2),
+                "vertkd": {"role": "vertebra", "patch_size": [patch] * 3}},
+               os.path.join(model, "fold_all", "checkpoint_final.pth"))
+    return model
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def measure(cmd: List[str], env: dict, interval_s: float = 0.1):
+    """Run ``cmd``; returns (returncode, peak RSS in bytes, [(seconds, rss bytes)] samples, stderr tail)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = []
+
+    def sample():
+        while proc.poll() is None:
+            samples.append((time.monotonic() - t0, _rss_kb(proc.pid) * 1024))
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, _ = proc.communicate()
+    thread.join()
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = max(peak_kb, before) * 1024 if peak_kb > before else max((r for _, r in samples), default=0)
+    return proc.returncode, peak, samples, out[-4000:]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", type=int, nargs=3, default=[512, 512, 600], metavar=("X", "Y", "Z"),
+                   help="scan size in voxels (default: %(default)s)")
+    p.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.0], metavar=("SX", "SY", "SZ"),
+                   help="voxel spacing in mm (default: %(default)s)")
+    p.add_argument("-m", metavar="MODEL_FOLDER", help="vertebra model folder (default: a stand-in, see above)")
+    p.add_argument("--spine-m", metavar="MODEL_FOLDER", help="spine model folder (default: the heuristic)")
+    p.add_argument("--model-spacing", type=float, default=1.0, help="spacing of the stand-in model (mm)")
+    p.add_argument("--patch", type=int, default=64, help="patch size of the stand-in model (voxels per axis)")
+    p.add_argument("--limit-gb", type=float, default=4.0, help="peak RSS limit in GB (10^9 bytes; default 4)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the predictor (default 1)")
+    p.add_argument("--work-dir", help="folder for the scan, the model and the outputs (default: a temporary one)")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+
+
+def run(args) -> int:
+    work = args.work_dir or tempfile.mkdtemp(prefix="vertkd_memory_")
+    os.makedirs(work, exist_ok=True)
+    scan = os.path.join(work, "scan.nii")
+    t = time.perf_counter()
+    synthetic_ct(args.shape, args.spacing, scan)
+    print(f"synthetic CT {args.shape[0]}x{args.shape[1]}x{args.shape[2]} int16 at {args.spacing} mm: {scan} "
+          f"({time.perf_counter() - t:.1f} s)")
+    env = dict(os.environ, nnUNet_compile="false", OMP_NUM_THREADS=str(args.threads))
+    model = args.m
+    if model is None:
+        ext = os.path.join(work, "ext_trainers")
+        model = standin_model(os.path.join(work, "results"), ext, args.model_spacing, args.patch)
+        from nnunet_vertkd.ext_trainers_path import EXT_TRAINER_DIR
+        env["nnUNet_extTrainer"] = os.pathsep.join([ext, EXT_TRAINER_DIR])
+    out = os.path.join(work, "out")
+    cmd = [sys.executable, "-m", "nnunet_vertkd.inference.cli", "-i", scan, "-o", out, "-m", model,
+           "-device", "cpu", "-npp", str(args.threads), "--overwrite"]
+    if args.spine_m:
+        cmd += ["--spine-m", args.spine_m]
+    print("running: " + " ".join(cmd))
+    rc, peak, samples, tail = measure(cmd, env)
+    record_path = os.path.join(out, "scan_record.json")
+    record = json.load(open(record_path)) if os.path.exists(record_path) else {}
+    t_peak = max(samples, key=lambda s: s[1])[0] if samples else float("nan")
+    gb = peak / 1e9
+    result = {"shape_xyz": args.shape, "spacing_mm": args.spacing, "model": model, "spine": args.spine_m or "heuristic",
+              "returncode": rc, "peak_rss_bytes": peak, "peak_rss_gb": round(gb, 3), "limit_gb": args.limit_gb,
+              "within_limit": bool(rc == 0 and gb <= args.limit_gb), "peak_at_s": round(t_peak, 1),
+              "wall_s": round(samples[-1][0], 1) if samples else None,
+              "stage_seconds": record.get("seconds"), "n_vertebrae": record.get("n_vertebrae"),
+              "rss_timeline_gb": [[round(s, 1), round(r / 1e9, 3)] for s, r in samples[::10]]}
+    if rc != 0:
+        print(tail)
+    print(f"peak RSS {gb:.2f} GB at {t_peak:.1f} s of {result['wall_s']} s (limit {args.limit_gb} GB): "
+          f"{'OK' if result['within_limit'] else 'OVER THE LIMIT' if rc == 0 else 'prediction failed'}")
+    if record.get("seconds"):
+        print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in record["seconds"].items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0 if result["within_limit"] else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nnunet_vertkd.benchmarks.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
