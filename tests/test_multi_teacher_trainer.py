@@ -108,3 +108,53 @@ def test_trainer_classes_and_settings():
     assert cpu.teacher_trainer_name == "VertKDTeacherTrainer_cpu2mm" and cpu.patch_size_voxels == (64, 64, 64)
     # the network is the ordinary student's (adapters are not part of it)
     assert type(base.build_network_architecture(None, None, 1, 27, False)) is VertKDUNet
+
+
+def test_trainer_distillation_term_equals_the_pure_functions():
+    """The trainer's KD term (hooks, lazily created adapters, weights) = 0.1 * sum_j w_j Mid_j + 0.1 * KL computed
+    directly with the loss functions; the teachers stay frozen and in eval mode."""
+    from nnunet_vertkd.trainers.losses.multi_teacher import (
+        adaptive_teacher_weights, multi_teacher_kl_loss, weighted_teacher_mean)
+    cls = ext.VertKDStudentTrainer_multiTeacher
+    torch.manual_seed(0)
+    tr = cls.__new__(cls)  # no nnU-Net __init__: only what compute_distillation_loss uses
+    tr.device, tr.is_ddp, tr._mt_in_train_step, tr._mt_step = torch.device("cpu"), False, True, {}
+    tr.feature_adapters, tr._adapter_channels, tr.adapter_optimizer = torch.nn.ModuleDict(), {}, None
+    tr.optimizer_name, tr.initial_lr, tr.adam_betas, tr.weight_decay = "adam", 1e-3, (0.9, 0.999), 0.0
+    tr.teachers = [VertKDUNet(2, 1, TEACHER_FEATURES).eval() for _ in range(2)]
+    for t in tr.teachers:
+        t.requires_grad_(False)
+    tr._teacher_recorders = [FeatureRecorder(t) for t in tr.teachers]
+    student = VertKDUNet(2, 1, STUDENT_FEATURES)
+    tr._student_recorder = FeatureRecorder(student)
+    data = torch.randn(2, 2, 16, 16, 16)
+    target = torch.zeros(2, 1, 16, 16, 16)
+    target[0, :, 2:9, 3:12, 3:12] = 1
+    target[1, :, 6:14, 4:10, 5:11] = 1
+    tr._mt_target = target
+    out = student(data)
+    kd = tr.compute_distillation_loss(data, out, None, 1.0)
+    assert sorted(tr._adapter_channels.items()) == [("t0_decoder", [8, 16]), ("t0_encoder", [64, 128]),
+                                                    ("t1_decoder", [8, 16]), ("t1_encoder", [64, 128])]
+    assert sum(p.numel() for p in tr.adapter_optimizer.param_groups[0]["params"]) + sum(
+        p.numel() for g in tr.adapter_optimizer.param_groups[1:] for p in g["params"]) == 2 * (64 * 128 + 128 + 8 * 16 + 16)
+    # recompute independently
+    rec_s = FeatureRecorder(student)
+    out2 = student(data)
+    fs = rec_s.take()
+    zs, mids = [], []
+    for j, t in enumerate(tr.teachers):
+        rec = FeatureRecorder(t)
+        with torch.no_grad():
+            zs.append(t(data))
+        ft = rec.take()
+        adapters = [tr.feature_adapters[f"t{j}_encoder"], tr.feature_adapters[f"t{j}_decoder"]]
+        mids.append(mid_loss_per_sample(fs, ft, target, adapters))
+    w, _ = adaptive_teacher_weights(zs, target)
+    expected = 0.1 * weighted_teacher_mean(torch.stack(mids, 1), w) + 0.1 * multi_teacher_kl_loss(out2, zs, w, 4.0)
+    assert kd.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert tr._mt_step["weights"].sum() == pytest.approx(1.0, abs=1e-5) and tr._mt_step["mid"] > 0
+    kd.backward()
+    assert student.decoder.stages[-1][0].weight.grad is not None
+    assert all(p.grad is not None for p in tr.feature_adapters.parameters())
+    assert all(not t.training and all(p.grad is None for p in t.parameters()) for t in tr.teachers)

@@ -411,7 +411,9 @@ class MultiTeacherDistillationMixin:
     # ------------------------------------------------------------------ logging / checkpoints
     def on_train_epoch_start(self):
         self._mt_epoch_stats = []
-        super().on_train_epoch_start()
+        super().on_train_epoch_start()  # puts the student in train mode; the teachers stay in eval mode
+        for teacher in self.teachers:
+            teacher.eval()
 
     def multi_teacher_epoch_summary(self) -> str:
         s = self._mt_epoch_stats
