@@ -7,6 +7,7 @@ import sys
 from typing import List, Optional
 
 from nnunet_vertkd.interrupts import exit_130_on_interrupt
+from nnunet_vertkd.labelling.cli_support import add_label_arguments, make_label_mapping
 
 EPILOG = """\
 examples:
@@ -16,8 +17,9 @@ examples:
   vertkd_predict -i a.nii.gz b_0000.nii.gz -o out/ -m /path/to/model_folder -device cpu
   vertkd_predict -i scans/ -o out/ -d 501 -f all -part_id 0 -num_parts 2   # half of the cases (0 or 1)
 
-Outputs per case: {case}.nii.gz (instances 1..N from the top, input grid), {case}_ctd.json (VerSe
-centroids), {case}_record.json (counts and seconds per stage), optional {case}_spine.nii.gz and
+Outputs per case: {case}.nii.gz (instances with VerSe labels, or 1..N from the top with --labels sequential;
+input grid), {case}_ctd.json (VerSe centroids at the vertebral-body centres), {case}_record.json (counts,
+seconds per stage, each vertebra's label probability and runner-up), optional {case}_spine.nii.gz and
 {case}_snp.png. Exit status 1 when any case failed (they are listed at the end). See docs/inference.md.
 """
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's preprocessed space), e.g. --setting MIN_START_FRAGMENT_VOXELS=200; repeatable. "
                         "Defaults: the 1 mm values of docs/inference.md scaled to the model's spacing")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failed cases")
+    add_label_arguments(p)
     return p
 
 
@@ -182,7 +185,9 @@ def main(argv=None) -> int:
     try:
         predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
                                     verbose=args.verbose, num_threads=args.num_threads,
-                                    settings_overrides=parse_settings(args.setting), backend=args.backend)
+                                    settings_overrides=parse_settings(args.setting), backend=args.backend,
+                                    label_mapping=make_label_mapping(args, device, resolve_model_folder,
+                                                                     not args.disable_tta))
     except BackendError as e:
         raise SystemExit(f"vertkd_predict: {e}")
     try:

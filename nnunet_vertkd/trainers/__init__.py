@@ -20,5 +20,7 @@ from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401
     VertKDStudentTrainer_multiTeacher, VertKDStudentTrainer_multiTeacher_cpu2mm, VertKDStudentTrainer_multiTeacher_debug,
     VertKDStudentTrainer_multiTeacher_equalWeights, VertKDStudentTrainer_multiTeacher_klOnly,
     VertKDStudentTrainer_multiTeacher_printedWeights)
+from nnunet_vertkd.trainers.label_classifier import (  # noqa: F401
+    VertKDLabelTrainer, VertKDLabelTrainer_cpu, VertKDLabelTrainer_debug)
 
 __all__ = [name for name in dir() if name.startswith("VertKD")]
