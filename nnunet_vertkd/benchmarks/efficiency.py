@@ -299,6 +299,15 @@ def child_patch(spec: dict) -> dict:
     net = net.eval().to(device)
     p = int(spec["patch"])
     x = torch.randn(1, c_in, p, p, p, device=device)
+    backend = spec.get("backend") or "torch"
+    runner = None
+    if backend != "torch" or spec.get("channels_last"):
+        from nnunet_vertkd.inference import backends
+        runner = backends.make_runner(net, backend, device, int(spec["threads"]), tuple(x.shape), None,
+                                      f"bench_{spec['net']}")
+        if spec.get("task") == "export":  # only the export (cached for the timing child)
+            return {"net": spec["net"], "backend": backend}
+        x_np = x.cpu().numpy()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = _rss_now_mb()
@@ -307,19 +316,24 @@ def child_patch(spec: dict) -> dict:
         for i in range(int(spec["warmup"]) + int(spec["runs"])):
             _sync(device)
             t = time.perf_counter()
-            out = net(x)
+            out = net(x) if runner is None else runner(x_np)
             _sync(device)
             if i >= int(spec["warmup"]):
                 times.append(time.perf_counter() - t)
         out_shape = list(out.shape)
         del out
+        if runner is not None:  # the backend's numbers against torch (probabilities)
+            from nnunet_vertkd.inference.backends import compare_to_torch
+            max_diff = compare_to_torch(net, runner, tuple(x.shape))
         counter = FlopCounterMode(display=False)
         with counter:
             net(x)
         flops = int(counter.get_total_flops())
     res = {"net": spec["net"], "parameters": params, "flops": flops, "patch": [p, p, p], "input_channels": c_in,
            "output_shape": out_shape, "seconds_per_patch": _spread(times), "device": str(device),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "backend": backend + ("_channels_last" if spec.get("channels_last") else "")}
+    if runner is not None:
+        res["max_abs_probability_difference_to_torch"] = max_diff
     if device.type == "cuda":
         res["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 1024 ** 2
         res["memory_kind"] = "torch.cuda.max_memory_allocated"
@@ -383,11 +397,26 @@ def child_scan(spec: dict) -> dict:
                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
             predictor.manual_initialization(net, pm, cm, [net.state_dict()], dataset_json, "nnUNetTrainer",
                                             (0, 1, 2) if mirror else None)
-            calls = {"n": 0}
-            hook = net.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+            calls = {"n": 0, "s": 0.0}
+            nn_backend = spec.get("nnunet_backend") or "torch"
+            if nn_backend != "torch":
+                from nnunet_vertkd.inference.backends import attach_to_nnunet_predictor
+                nn_backend = attach_to_nnunet_predictor(predictor, nn_backend, device, int(spec["threads"]), [None],
+                                                        log=print)
+            timed_net = predictor.network
+            forward = timed_net.forward
+
+            def counted(*a, **k):
+                t_net = time.perf_counter()
+                o = forward(*a, **k)
+                calls["n"] += 1
+                calls["s"] += time.perf_counter() - t_net
+                return o
+            timed_net.forward = counted
             out = predictor.predict_single_npy_array(data, dict(props), None, None, False)
-            hook.remove()
-            extra = {"n_network_calls": calls["n"], "tiles_patch_size": list(cm.patch_size),
+            timed_net.forward = forward
+            extra = {"n_network_calls": calls["n"], "network_seconds": round(calls["s"], 3),
+                     "tiles_patch_size": list(cm.patch_size), "backend": nn_backend,
                      "output_shape": list(np.asarray(out).shape), "tile_step_size": 0.5, "mirroring": mirror}
         else:
             from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
@@ -403,7 +432,11 @@ def child_scan(spec: dict) -> dict:
             lr_axis = left_right_axis(CANONICAL_ORIENTATION, pm.transpose_forward)
             p = int(spec["patch"])
             settings = IterativeSettings().scaled_to_spacing(cm.spacing)
-            patch_predictor = PatchPredictor([net], device, lr_axis if spec.get("mirroring") else None)
+            from nnunet_vertkd.inference import backends
+            runners, used_backend = backends.make_runners([net], spec.get("backend"), device, int(spec["threads"]),
+                                                          (1, 2, p, p, p), [None], f"bench_{spec['net']}", log=print)
+            patch_predictor = backends.BackendPatchPredictor(runners, lr_axis if spec.get("mirroring") else None,
+                                                             used_backend)
             if seg_pp is not None:
                 from scipy import ndimage
                 from nnunet_vertkd.inference.oracle import ORACLE_PAD_VALUE, OraclePredictor
@@ -434,7 +467,7 @@ def child_scan(spec: dict) -> dict:
             extra = {"n_network_calls": res.n_network_calls, "n_vertebrae_found": res.n_vertebrae,
                      "stop_reason": res.stop_reason, "loop_mode": mode, "preprocess_seconds": round(t_pre, 3),
                      "loop_seconds": round(t_loop, 3), "patch": [p, p, p], "preprocessed_shape": list(ct_pp.shape),
-                     "mirroring": bool(spec.get("mirroring"))}
+                     "mirroring": bool(spec.get("mirroring")), "backend": used_backend}
         _sync(device)
         runs.append(time.perf_counter() - t0)
     emissions = None
@@ -456,7 +489,13 @@ def child_scan(spec: dict) -> dict:
 
 def _child_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
-    res = child_patch(spec) if spec["task"] == "patch" else child_scan(spec)
+    if spec["task"] in ("patch", "export"):
+        res = child_patch(spec)
+    elif spec["task"] == "e2e":
+        from nnunet_vertkd.benchmarks.whole_scan import child_e2e
+        res = child_e2e(spec)
+    else:
+        res = child_scan(spec)
     print(RESULT_MARKER + json.dumps(res), flush=True)
 
 
@@ -477,7 +516,7 @@ def run_child(spec: dict, log=print) -> dict:
             log("    " + line.rstrip())
     proc.wait()
     if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"benchmark child {spec['task']}/{spec['net']} failed (exit {proc.returncode}):\n"
+        raise RuntimeError(f"benchmark child {spec['task']}/{spec.get('net')} failed (exit {proc.returncode}):\n"
                            + "".join(tail))
     return result
 
@@ -517,6 +556,18 @@ def format_markdown(report: dict) -> str:
         lines.append(f"| {NET_TITLES[name]} | {r['parameters']:,} | {r['flops'] / 1e9:.2f} | "
                      f"{_t(r['seconds_per_patch'])} | {_fmt(r['peak_memory_mb'], 0)} | "
                      f"{_fmt(r.get('memory_increase_mb'), 0)} |")
+    if report.get("patch_backends"):
+        lines += ["", "### Time per patch by inference backend", "",
+                  "| network | backend | s / patch | × vs torch | peak memory (MB) | max abs diff of probabilities vs torch |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name in NETS:
+            rows = report["patch_backends"].get(name) or {}
+            t_torch = (rows.get("torch") or {}).get("seconds_per_patch", {}).get("median")
+            for backend, r in rows.items():
+                t = r["seconds_per_patch"]["median"]
+                lines.append(f"| {NET_TITLES[name]} | {backend} | {_t(r['seconds_per_patch'])} | "
+                             f"{_fmt(t_torch / t if t_torch else None, 2)} | {_fmt(r['peak_memory_mb'], 0)} | "
+                             f"{_fmt(r.get('max_abs_probability_difference_to_torch'), 7) if backend != 'torch' else '–'} |")
     if report.get("scan"):
         s = report["scan_info"]
         lines += ["", f"## Whole scan: {s['original']['file']} (size {s['original']['size']}, spacing "
@@ -525,27 +576,62 @@ def format_markdown(report: dict) -> str:
                       f"resampled to {s['spacing_mm']} mm LPI: {s['size_1mm']} voxels", "",
                   "| method | network calls | s / scan | peak memory (MB) | memory increase (MB) | CO₂ (g) | notes |",
                   "|---|---:|---:|---:|---:|---:|---|"]
-        for name in NETS:
+        for name in [k for k in report["scan"]]:
             r = report["scan"].get(name)
             if not r:
                 continue
-            if name == "nnunet":
+            if name.startswith("nnunet"):
                 method = "nnU-Net sliding window (nnUNetPredictor, planned net)"
                 notes = (f"tile {r.get('tiles_patch_size')}, step 0.5, Gaussian, "
-                         f"mirroring {'on' if r.get('mirroring') else 'off'}")
+                         f"mirroring {'on' if r.get('mirroring') else 'off'}, backend {r.get('backend', 'torch')}"
+                         + ("; **estimated**: mirroring-off time + 7 × its network seconds, not run" if r.get("estimated") else ""))
             else:
                 method = f"iterative loop, {name}"
                 notes = (f"{r.get('loop_mode')}; {r.get('n_vertebrae_found')} vertebrae, stop: "
-                         f"{r.get('stop_reason')}; preprocessing {r.get('preprocess_seconds')} s")
+                         f"{r.get('stop_reason')}; preprocessing {r.get('preprocess_seconds')} s; "
+                         f"backend {r.get('backend', 'torch')}")
             co2 = r.get("co2_kg_per_scan")
             lines.append(f"| {method} | {r.get('n_network_calls')} | {_t(r['seconds_per_scan'], 2)} | "
                          f"{_fmt(r['peak_memory_mb'], 0)} | {_fmt(r.get('memory_increase_mb'), 0)} | "
                          f"{_fmt(co2 * 1000 if co2 is not None else None, 3)} | {notes} |")
         if not report.get("codecarbon"):
             lines += ["", "CO₂: codecarbon is not installed (`pip install codecarbon` to measure it)."]
+    if report.get("e2e"):
+        lines += format_e2e(report)
     lines += ["", "Columns: see docs/benchmarks.md. Networks are untrained (random weights); the iterative loop's "
                   "network calls come from the oracle mode described there.", ""]
     return "\n".join(lines)
+
+
+def format_e2e(report: dict) -> List[str]:
+    info = report.get("e2e_info", {})
+    nn = {k: v for k, v in report.get("scan", {}).items() if k.startswith("nnunet")}
+    ref = {k: v["seconds_per_scan"]["median"] for k, v in nn.items()}
+    lines = ["", f"## End to end with vertkd_predict's predictor ({info.get('scan')}; spine model: "
+                 f"{info.get('spine_model')})", "",
+             "Read → checks → reorientation → nnU-Net preprocessing → spine step → loop → export → written mask, "
+             "centroids and record, one process per row, CPU. Seconds: best of the runs (wall time of "
+             "`predict_from_files`); stages from the record of the last run. "
+             "× nnU-Net: nnU-Net's sliding-window seconds (rows above, mirroring off / on) ÷ this row's.", "",
+             "| model | backend | centres | mirroring | calls | calls / vertebra | vertebrae found / reference | "
+             "Dice mean | s / scan | read | preprocess | spine | loop (network) | export | peak RSS (MB) | "
+             "× nnU-Net (off / on) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["e2e"]:
+        st = r["stages"]
+        best = min(r["seconds_per_scan"])
+        n_ref = r.get("n_reference_vertebrae")
+        ratios = " / ".join(_fmt(ref[k] / best, 1) for k in ("nnunet", "nnunet_mirroring_on") if k in ref) or "–"
+        backend = ", ".join(f"{k} {v}" for k, v in (r.get("backend") or {}).items())
+        lines.append(
+            f"| {r['name']} | {backend} | {r['n_convergence_centres']} | {'on' if r.get('mirroring') else 'off'} | "
+            f"{r['n_network_calls']} | {_fmt(r['n_network_calls'] / max(1, r['n_vertebrae_found']), 2)} | "
+            f"{r['n_vertebrae_found']} / {n_ref if n_ref is not None else '?'} | "
+            f"{_fmt(r.get('dice_mean'), 3) if not r.get('oracle') else 'oracle'} | {best:.2f} | "
+            f"{_fmt(st.get('read'), 2)} | {_fmt(st.get('preprocess'), 2)} | {_fmt(st.get('spine'), 2)} | "
+            f"{_fmt(st.get('iterative'), 2)} ({_fmt(r.get('network_seconds_in_loop'), 2)}) | {_fmt(st.get('export'), 2)} | "
+            f"{_fmt(r['peak_memory_mb'], 0)} | {ratios} |")
+    return lines
 
 
 def format_table(report: dict) -> str:
@@ -593,6 +679,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vertebrae", type=int, default=5,
                    help="cap on vertebrae when no reference mask drives the loop (default: %(default)s)")
     p.add_argument("--note", default=None, help="free text added to the report (e.g. 'CPU shared with other jobs')")
+    p.add_argument("--backends", nargs="+", default=None, metavar="BACKEND",
+                   help="per-patch timing on these inference backends (torch, torch_channels_last, openvino, "
+                        "onnxruntime, or 'all' = the installed ones; default: torch; the last two CPU only)")
+    p.add_argument("--scan-backend", default="torch",
+                   help="backend of the iterative loop's network in the whole-scan rows (default: %(default)s, as "
+                        "the committed tables before issue 12; 'auto' = the fastest installed)")
+    p.add_argument("--nnunet-backend", default="torch",
+                   help="backend of nnU-Net's sliding window in the whole-scan rows (default: %(default)s, what a "
+                        "lab runs)")
+    p.add_argument("--nnunet-mirroring", nargs="+", choices=("off", "on"), default=None,
+                   help="nnU-Net sliding window with mirroring off and/or on (default: as --mirroring); a mirroring "
+                        "row that is not run is estimated from the measured one (network seconds x 8) and marked so")
+    p.add_argument("--whole-spine", action="store_true",
+                   help="the whole-scan measurements on a synthetic whole spine (C1-L5, adult size, 1 mm; "
+                        "make_case(1, scale=1.0, fov='whole')) instead of --scan / sub-verse005")
+    p.add_argument("--no-patch", action="store_true", help="skip the per-patch measurements")
+    p.add_argument("--e2e", action="store_true",
+                   help="end to end with vertkd_predict's predictor on the scan (read, preprocessing, spine step, "
+                        "loop, export, written files): the paper's 1 mm student and teacher with random weights and "
+                        "the oracle loop, and every --e2e-trained model as it is (see whole_scan.py)")
+    p.add_argument("--e2e-spine", default=None,
+                   help="spine model folder for --e2e (default: the shipped one when present, else the heuristic)")
+    p.add_argument("--e2e-trained", nargs="*", default=None, metavar="MODEL_FOLDER",
+                   help="trained vertebra model folders (fold_all) for --e2e (default: the shipped student when present)")
+    p.add_argument("--e2e-backends", nargs="+", default=["auto"],
+                   help="backends for the --e2e rows (default: auto = the fastest installed)")
+    p.add_argument("--e2e-centres", nargs="+", type=int, default=[3, 2],
+                   help="N_CONVERGENCE_CENTRES values for the --e2e rows (default: 3 2)")
+    p.add_argument("--e2e-mirroring", nargs="+", choices=("off", "on"), default=["off"],
+                   help="test-time mirroring for the --e2e rows of trained models (default: off)")
 
 
 def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
@@ -615,7 +731,11 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
         plans = args.plans
         prepared = None
         scan = None
-        if args.scan:
+        if args.whole_spine:
+            from nnunet_vertkd.benchmarks.whole_scan import whole_spine_scan
+            print("[efficiency] generating the synthetic whole spine (C1-L5, scale 1.0, 1 mm) ...", flush=True)
+            scan = whole_spine_scan(work / "whole_spine")
+        elif args.scan:
             scan = {"scan": Path(args.scan), "mask": Path(args.scan_mask) if args.scan_mask else None}
         elif not (args.no_scan and plans):
             scan = default_scan()
@@ -641,23 +761,38 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
                                  "n_stages": cfg["architecture"]["arch_kwargs"].get("n_stages")}
         base = {"device": device, "threads": threads, "patch": args.patch, "runs": args.runs, "warmup": args.warmup,
                 "plans": plans}
-        for name in args.nets:
-            print(f"[efficiency] {name}: {args.patch}³ patch, {args.warmup} warm-up + {args.runs} timed runs",
-                  flush=True)
-            r = run_child({**base, "task": "patch", "net": name})
-            report["patch"][name] = r
-            print(f"    {r['parameters']:,} parameters, {r['flops'] / 1e9:.2f} GFLOPs, "
-                  f"{r['seconds_per_patch']['median']:.3f} s median, peak {r['peak_memory_mb']:.0f} MB", flush=True)
+        for name in ([] if args.no_patch else args.nets):
+            for backend in patch_backends(args, device):
+                print(f"[efficiency] {name} on {backend}: {args.patch}³ patch, {args.warmup} warm-up + {args.runs} "
+                      f"timed runs", flush=True)
+                spec = {**base, "task": "patch", "net": name, "backend": backend.replace("_channels_last", ""),
+                        "channels_last": backend.endswith("_channels_last")}
+                if spec["backend"] != "torch":  # export (cached) in its own process: not in the timed one's memory
+                    run_child({**spec, "task": "export"})
+                r = run_child(spec)
+                report["patch"].setdefault(name, r)  # the first backend (torch) for the main table
+                report.setdefault("patch_backends", {}).setdefault(name, {})[backend] = r
+                print(f"    {r['parameters']:,} parameters, {r['flops'] / 1e9:.2f} GFLOPs, "
+                      f"{r['seconds_per_patch']['median']:.3f} s median, peak {r['peak_memory_mb']:.0f} MB", flush=True)
         if prepared is not None and not args.no_scan:
             report["scan_info"] = {k: v for k, v in prepared.items() if k not in ("image", "mask")}
+            mirrorings = args.nnunet_mirroring or (["on"] if args.mirroring else ["off"])
             for name in args.nets:
-                print(f"[efficiency] whole scan with {name} ({args.scan_runs} run(s))", flush=True)
-                r = run_child({**base, "task": "scan", "net": name, "image": prepared["image"],
-                               "mask": prepared["mask"], "scan_runs": args.scan_runs, "mirroring": args.mirroring,
-                               "max_vertebrae": args.max_vertebrae, "codecarbon_dir": str(work)})
-                report["scan"][name] = r
-                print(f"    {r.get('n_network_calls')} network calls, {r['seconds_per_scan']['median']:.2f} s, "
-                      f"peak {r['peak_memory_mb']:.0f} MB", flush=True)
+                for mirror in (mirrorings if name == "nnunet" else [None]):
+                    key = name if mirror is None or mirror == mirrorings[0] else f"{name}_mirroring_{mirror}"
+                    print(f"[efficiency] whole scan with {name} ({args.scan_runs} run(s)"
+                          f"{', mirroring ' + mirror if mirror else ''})", flush=True)
+                    r = run_child({**base, "task": "scan", "net": name, "image": prepared["image"],
+                                   "mask": prepared["mask"], "scan_runs": args.scan_runs,
+                                   "mirroring": (mirror == "on") if mirror else args.mirroring,
+                                   "backend": args.scan_backend, "nnunet_backend": args.nnunet_backend,
+                                   "max_vertebrae": args.max_vertebrae, "codecarbon_dir": str(work)})
+                    report["scan"][key] = r
+                    print(f"    {r.get('n_network_calls')} network calls, {r['seconds_per_scan']['median']:.2f} s, "
+                          f"peak {r['peak_memory_mb']:.0f} MB", flush=True)
+            add_mirroring_estimate(report)
+        if args.e2e and scan is not None:
+            run_e2e(args, report, scan, plans, work, threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["total_seconds"] = round(time.time() - t_start, 1)
@@ -670,6 +805,79 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
     print(format_table(report))
     print(f"\nwritten: {out / 'efficiency.json'}, {out / 'efficiency.md'} ({report['total_seconds']} s)")
     return report
+
+
+def patch_backends(args, device: str) -> List[str]:
+    """--backends; "all" = torch, torch_channels_last and every installed CPU backend."""
+    if not args.backends:
+        return ["torch"]
+    if args.backends != ["all"]:
+        return list(args.backends)
+    from nnunet_vertkd.inference.backends import backend_installed
+    out = ["torch"]
+    if device == "cpu":
+        out.append("torch_channels_last")
+        out += [b for b in ("openvino", "onnxruntime") if backend_installed(b)]
+    return out
+
+
+def add_mirroring_estimate(report: dict) -> None:
+    """nnU-Net with mirroring on costs 8 network calls per tile (its 3 axes' 7 flips + the tile): when only the
+    mirroring-off run was measured, estimate the other as its time + 7 x its network seconds (marked)."""
+    off = report["scan"].get("nnunet")
+    if not off or off.get("mirroring") or "nnunet_mirroring_on" in report["scan"] or not off.get("network_seconds"):
+        return
+    runs = max(1, int(report["settings"].get("scan_runs") or 1))
+    extra = 7 * off["network_seconds"] / runs
+    est = {k: off[k] for k in ("tiles_patch_size", "backend", "peak_memory_mb", "memory_increase_mb")
+           if k in off}
+    est.update({"n_network_calls": 8 * off["n_network_calls"] // runs, "mirroring": True, "estimated": True,
+                "seconds_per_scan": _spread([off["seconds_per_scan"]["median"] + extra])})
+    report["scan"]["nnunet_mirroring_on"] = est
+
+
+def run_e2e(args, report: dict, scan: dict, plans: str, work: Path, threads: int) -> None:
+    """End-to-end rows (whole_scan.py): 1 mm recipe student/teacher with the oracle loop, trained models as they are."""
+    from nnunet_vertkd.benchmarks.whole_scan import make_recipe_model_folder
+    spine = args.e2e_spine
+    trained = args.e2e_trained
+    try:
+        from nnunet_vertkd import pretrained
+        if pretrained.available():
+            shipped_student, shipped_spine = pretrained.model_folders()
+            spine = spine or shipped_spine
+            trained = [shipped_student] if trained is None else trained
+    except Exception:
+        pass
+    trained = trained or []
+    report["e2e"] = []
+    report["e2e_info"] = {"spine_model": spine or "heuristic", "scan": str(Path(scan["scan"]).name)}
+    base = {"task": "e2e", "threads": threads, "image": str(scan["scan"]),
+            "mask": str(scan["mask"]) if scan.get("mask") else None, "spine_model": spine, "runs": args.scan_runs}
+    jobs = []
+    for net in args.nets:
+        if net == "nnunet":
+            continue
+        folder = make_recipe_model_folder(work / f"recipe_{net}", net, plans, patch=args.patch)
+        for backend in args.e2e_backends:
+            for n in args.e2e_centres:
+                jobs.append({"name": f"{net}, paper recipe 1 mm (oracle loop)", "model": folder, "oracle": True,
+                             "backend": backend, "mirroring": False, "settings": {"N_CONVERGENCE_CENTRES": n}})
+    for folder in trained:
+        for backend in args.e2e_backends:
+            for mirror in args.e2e_mirroring:
+                for n in args.e2e_centres:
+                    jobs.append({"name": f"trained {Path(folder).name.split('__')[0]}", "model": folder,
+                                 "oracle": False, "backend": backend, "mirroring": mirror == "on",
+                                 "settings": {"N_CONVERGENCE_CENTRES": n}})
+    for job in jobs:
+        print(f"[efficiency] end to end: {job['name']}, backend {job['backend']}, "
+              f"{job['settings']['N_CONVERGENCE_CENTRES']} centres, mirroring {job['mirroring']}", flush=True)
+        r = run_child({**base, **job})
+        r.update({"name": job["name"], "model": job["model"]})
+        report["e2e"].append(r)
+        print(f"    {r['n_network_calls']} calls, {r['n_vertebrae_found']} vertebrae, "
+              f"{min(r['seconds_per_scan']):.2f} s, stages {r['stages']}, peak {r['peak_memory_mb']:.0f} MB", flush=True)
 
 
 def _has_codecarbon() -> bool:

@@ -325,7 +325,11 @@ def make_runner(net: torch.nn.Module, backend: str, device, num_threads: int, ex
     if backend == "torch":
         return TorchRunner(net, device)
     path, _ = exported_model(net, example_shape, cache_dir, stem, log)
-    return OpenVINORunner(path, num_threads) if backend == "openvino" else OnnxRuntimeRunner(path, num_threads)
+    if backend == "openvino":
+        runner = OpenVINORunner(path, num_threads)
+        runner._compiled(tuple(int(s) for s in example_shape))  # compile now (model loading), not in the first call
+        return runner
+    return OnnxRuntimeRunner(path, num_threads)
 
 
 def make_runners(nets: Sequence[torch.nn.Module], backend: Optional[str], device, num_threads: int,
@@ -383,7 +387,7 @@ def vertebra_patch_predictor(model, device, mirror_axis: Optional[int], backend:
                              ) -> BackendPatchPredictor:
     """The loop's patch predictor for a ``LoadedModel`` (``model_loading.load_vertebra_model``)."""
     dirs = [os.path.join(model.folder, f"fold_{f}") for f in model.folds]
-    shape = (1, 2, *[int(p) for p in model.patch_size])
+    shape = (1 if mirror_axis is None else 2, 2, *[int(p) for p in model.patch_size])
     runners, used = make_runners(model.networks, backend, device, num_threads, shape, dirs,
                                  os.path.splitext(checkpoint_name)[0], log)
     return BackendPatchPredictor(runners, mirror_axis, used)

@@ -1,0 +1,225 @@
+"""End-to-end whole-scan measurements for ``vertkd_benchmark efficiency`` (issue 12).
+
+One child process per measurement runs the real ``VertKDPredictor.predict_from_files`` on one CT file: reading,
+checks, reorientation, nnU-Net preprocessing, the spine step (a spine model through ``nnUNetPredictor``, on the
+chosen backend), the iterative loop, export onto the input grid and the written outputs (mask, centroids,
+record). It reports the wall time of the whole call, the record's seconds per stage, the network calls, the
+vertebrae found, the peak resident memory of the process (``ru_maxrss``) and, with a reference mask, the Dice of
+every reference vertebra (best-overlapping predicted instance; a missed vertebra counts 0).
+
+Two kinds of vertebra model:
+
+* **trained** model folders (e.g. the shipped student): the network drives the loop, as in use;
+* **oracle** (``oracle=True``): a model folder made here with the paper's 1 mm recipe (``VertKDStudentTrainer``
+  or ``VertKDTeacherTrainer`` network, 128³ patch, 1 mm, random weights). The loop runs on the reference labels
+  brought into the same preprocessed space (``OraclePredictor``: a perfect network) while the real network runs
+  on every patch for the timing, as in ``child_scan``; the start signal is the reference union (dilated 3
+  voxels). Every other stage (spine step included) is the real one on the real CT.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+def whole_spine_scan(out_dir: Path, seed: int = 1, variant: str = "normal") -> dict:
+    """A synthetic whole spine (C1-L5 for "normal"), adult size (scale 1.0), 1 mm isotropic, as VerSe files."""
+    import SimpleITK as sitk
+    from nnunet_vertkd.dataset_conversion.synthetic.case import make_case
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ct, mask, _ = make_case(seed, scale=1.0, fov="whole", spacing="iso1", variant=variant)
+    ct_path, mask_path = out_dir / "whole_spine_ct.nii.gz", out_dir / "whole_spine_seg-vert_msk.nii.gz"
+    sitk.WriteImage(ct, str(ct_path))
+    sitk.WriteImage(mask, str(mask_path))
+    return {"scan": ct_path, "mask": mask_path,
+            "description": f"synthetic whole spine (make_case({seed}, scale=1.0, fov='whole', spacing='iso1', "
+                           f"variant='{variant}'))"}
+
+
+def make_recipe_model_folder(root: Path, net: str, plans_file: str, spacing_mm: float = 1.0, patch: int = 128,
+                             seed: int = 0) -> str:
+    """A vertebra model folder of the paper's recipe with random weights: the nnU-Net plans of the benchmark scan
+    with the configuration's spacing and patch set to ``spacing_mm`` / ``patch``³, the trainer
+    ``VertKDStudentTrainer`` (net='student') or ``VertKDTeacherTrainer`` (net='teacher')."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunet_vertkd.inference.model_loading import build_network, find_trainer_class
+    from nnunet_vertkd.labels import nnunet_dataset_labels
+    from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, DATASET_JSON_KEY, left_right_axis, superior_axis
+
+    trainer = {"student": "VertKDStudentTrainer", "teacher": "VertKDTeacherTrainer"}[net]
+    plans = load_json(plans_file)
+    cfg = plans["configurations"]["3d_fullres"]
+    cfg["spacing"] = [float(spacing_mm)] * 3
+    cfg["patch_size"] = [int(patch)] * 3
+    folder = root / f"{trainer}__nnUNetPlans__3d_fullres"
+    (folder / "fold_all").mkdir(parents=True, exist_ok=True)
+    with open(folder / "plans.json", "w", encoding="utf-8") as f:
+        json.dump(plans, f, indent=1)
+    with open(folder / "dataset.json", "w", encoding="utf-8") as f:
+        json.dump({"channel_names": {"0": "CT"}, "labels": nnunet_dataset_labels(), "numTraining": 1,
+                   "file_ending": ".nii.gz", DATASET_JSON_KEY: {"kind": "vertebrae",
+                                                                "orientation": CANONICAL_ORIENTATION}}, f, indent=1)
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("3d_fullres")
+    torch.manual_seed(seed)
+    network = build_network(find_trainer_class(trainer), pm, cm, 2, 1)
+    s_axis, s_low = superior_axis(CANONICAL_ORIENTATION, pm.transpose_forward)
+    ckpt = {"network_weights": network.state_dict(), "trainer_name": trainer,
+            "init_args": {"configuration": "3d_fullres", "fold": "all"}, "inference_allowed_mirroring_axes": (2,),
+            "vertkd": {"role": "vertebrae", "patch_size": [int(patch)] * 3, "superior_axis": s_axis,
+                       "superior_at_low_index": s_low,
+                       "left_right_axis": left_right_axis(CANONICAL_ORIENTATION, pm.transpose_forward)}}
+    torch.save(ckpt, folder / "fold_all" / "checkpoint_final.pth")
+    return str(folder)
+
+
+def dice_per_reference(pred: np.ndarray, ref: np.ndarray) -> List[float]:
+    """Dice of every reference label with the predicted instance that overlaps it most (0 when none)."""
+    out = []
+    for lab in [int(v) for v in np.unique(ref) if v > 0]:
+        r = ref == lab
+        under = pred[r]
+        under = under[under > 0]
+        if under.size == 0:
+            out.append(0.0)
+            continue
+        p = pred == int(np.bincount(under).argmax())
+        out.append(float(2.0 * np.logical_and(p, r).sum() / (p.sum() + r.sum())))
+    return out
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 ** 2 if sys.platform == "darwin" else r / 1024
+
+
+def _rss_now_mb() -> float:
+    try:
+        with open("/proc/self/statm", encoding="utf-8") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024 ** 2
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def child_e2e(spec: dict) -> dict:
+    """One end-to-end measurement (see the module docstring); runs in its own process."""
+    import SimpleITK as sitk
+    import torch
+    from scipy import ndimage
+    import nnunet_vertkd.inference.predictor as P
+    from nnunet_vertkd.inference import geometry
+    from nnunet_vertkd.inference.oracle import ORACLE_PAD_VALUE, OraclePredictor
+
+    threads = int(spec["threads"])
+    torch.set_num_threads(threads)
+    predictor = P.VertKDPredictor(device=torch.device("cpu"), use_mirroring=bool(spec.get("mirroring")),
+                                  num_threads=threads, allow_tqdm=False, backend=spec.get("backend"),
+                                  settings_overrides=spec.get("settings") or None)
+    t = time.perf_counter()
+    predictor.initialize_from_trained_model_folder(spec["model"], ("all",) if spec.get("fold_all", True) else None,
+                                                   spec.get("checkpoint", "checkpoint_final.pth"),
+                                                   spec.get("spine_model"), ("all",) if spec.get("spine_model") else None,
+                                                   spec.get("checkpoint", "checkpoint_final.pth"))
+    load_s = time.perf_counter() - t
+    oracle_info = {}
+    if spec.get("oracle"):
+        if not spec.get("mask"):
+            raise ValueError("oracle mode needs the reference mask")
+        m = predictor.model
+        pm, cm = m.plans_manager, m.configuration_manager
+        image = sitk.ReadImage(spec["image"])
+        mask = sitk.ReadImage(spec["mask"])
+        mask.CopyInformation(image)
+        from nnunet_vertkd.labels import VERSE_TO_NNUNET
+        arr = np.rint(sitk.GetArrayFromImage(mask)).astype(np.int32)
+        lut = np.zeros(max(int(arr.max()), 28) + 1, np.int16)
+        for v, n in VERSE_TO_NNUNET.items():
+            lut[v] = n
+        lab_img = sitk.GetImageFromArray(lut[np.clip(arr, 0, None)])
+        lab_img.CopyInformation(image)
+        data_raw, props = geometry.nnunet_input(geometry.reorient(image, m.orientation))
+        seg_raw = sitk.GetArrayFromImage(geometry.reorient(lab_img, m.orientation)).astype(np.int16)[None]
+        import copy as _copy
+        _, seg_pp, _ = cm.preprocessor_class(verbose=False).run_case_npy(
+            data_raw, seg_raw, _copy.deepcopy(props), pm, cm, m.dataset_json)
+        labels_pp = np.clip(seg_pp[0], 0, None).astype(np.float32)
+        start = ndimage.binary_dilation(labels_pp > 0, iterations=3).astype(np.float32)
+        counts = np.bincount(labels_pp.astype(np.int64).ravel())[1:]
+        min_frag = max(1, int(0.25 * counts[counts > 0].min()))
+        original = P.segment_vertebrae_iteratively
+
+        def oracle_loop(predict_patch, ct, start_prob, sup_axis, sup_low, patch_size, settings, **kw):
+            if ct.shape != labels_pp.shape:
+                raise RuntimeError(f"oracle labels {labels_pp.shape} and CT {ct.shape} differ")
+            s = dataclasses.replace(settings, CT_PAD_VALUE=ORACLE_PAD_VALUE,
+                                    MIN_START_FRAGMENT_VOXELS=min(settings.MIN_START_FRAGMENT_VOXELS, min_frag),
+                                    MIN_CONTINUE_FRAGMENT_VOXELS=min(settings.MIN_CONTINUE_FRAGMENT_VOXELS, min_frag))
+            oracle = OraclePredictor()
+
+            def both(patch):
+                predict_patch(patch)  # the real network on the real patch size, for the timing
+                return oracle(patch)
+            return original(both, labels_pp, start, sup_axis, sup_low, patch_size, s, **kw)
+        P.segment_vertebrae_iteratively = oracle_loop
+        oracle_info = {"oracle_min_fragment_voxels": min_frag}
+
+    # time spent in the network (inside the loop)
+    net_seconds = [0.0]
+    factory = predictor._patch_predictor
+
+    def timed_factory():
+        inner = factory()
+
+        def timed(patch):
+            t0 = time.perf_counter()
+            out = inner(patch)
+            net_seconds[0] += time.perf_counter() - t0
+            return out
+        return timed
+    predictor._patch_predictor = timed_factory
+
+    rss_before = _rss_now_mb()
+    runs, record = [], None
+    out = Path(tempfile.mkdtemp(prefix="vertkd_e2e_"))
+    for _ in range(int(spec.get("runs", 1))):
+        net_seconds[0] = 0.0
+        t = time.perf_counter()
+        summary = predictor.predict_from_files([spec["image"]], str(out), overwrite=True)
+        runs.append(time.perf_counter() - t)
+        if summary["failed"]:
+            raise RuntimeError(f"prediction failed: {summary['failed']}")
+    case = summary["succeeded"][0]
+    with open(out / f"{case}_record.json", encoding="utf-8") as f:
+        record = json.load(f)
+    res = {"load_seconds": round(load_s, 3), "seconds_per_scan": runs, "stages": record["seconds"],
+           "network_seconds_in_loop": round(net_seconds[0], 3), "n_network_calls": record["n_network_calls"],
+           "n_vertebrae_found": record["n_vertebrae"], "stop_reason": record["stop_reason"],
+           "backend": record.get("backend"), "mirroring": record.get("mirroring"),
+           "n_convergence_centres": record["settings"]["N_CONVERGENCE_CENTRES"],
+           "preprocessed_shape": record["preprocessed_shape"], "patch_size": record["patch_size"],
+           "peak_memory_mb": _peak_rss_mb(), "memory_increase_mb": _peak_rss_mb() - rss_before,
+           "oracle": bool(spec.get("oracle")), **oracle_info}
+    if spec.get("mask"):
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        ref = np.rint(sitk.GetArrayFromImage(sitk.ReadImage(spec["mask"]))).astype(np.int32)
+        dice = dice_per_reference(pred, ref)
+        res.update({"dice_per_vertebra": [round(d, 4) for d in dice], "dice_mean": float(np.mean(dice)) if dice else None,
+                    "n_reference_vertebrae": len(dice), "n_matched_dice_50": int(sum(d >= 0.5 for d in dice))})
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def e2e_row_title(r: dict, name: str) -> str:
+    return name
