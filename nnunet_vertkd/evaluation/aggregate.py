@@ -85,6 +85,10 @@ def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) 
     overall["n_scans"] = len(case_results)
     overall["n_extra"] = sum(len(r["extra"]) for r in case_results.values())
     overall["scan_dice_pct"] = mean_std((r["dice_mean"] for r in case_results.values()), 100.0)
+    labelled = [r for r in case_results.values() if r.get("scan_shift") is not None]  # label matching only
+    overall["n_scans_labelled"] = len(labelled)
+    overall["n_scans_shifted_as_whole"] = sum(bool(r.get("shifted_as_whole")) for r in labelled)
+    overall["n_scans_with_label_shifts"] = sum(r.get("n_label_shifted", 0) > 0 for r in labelled)
     regions = {}
     for region in REGIONS:
         rr = [r for r in rows if r["region"] == region]
@@ -97,7 +101,8 @@ def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) 
                                                 "n_identified", "id_rate", "d_mean_mm",
                                                 "dice_mean", "hd_mean_mm", "assd_ref_to_pred_mean_mm",
                                                 "assd_pred_to_ref_mean_mm", "failure_rate", "missing",
-                                                "extra", "match", "note", "warnings")}
+                                                "extra", "match", "note", "warnings", "scan_shift",
+                                                "n_label_shifted", "shifted_as_whole", "label_shifts")}
     summary = {"overall": overall, "regions": regions, "cases": cases}
     if extra_info:
         summary.update(extra_info)
@@ -148,6 +153,12 @@ def format_table(summary: dict) -> str:
                  "matched ones only. Vertebra metrics: mean ± std over vertebrae; rates, d_mean: over scans. "
                  "loc.rate: centroid closest and within 20 mm (localisation); id.rate: the same with vertebrae "
                  "matched by label (VerSe identification), – when the prediction has sequential labels.")
+    if summary["overall"].get("n_scans_labelled"):
+        o = summary["overall"]
+        lines.append("")
+        lines.append(f"Labels: {o['n_scans_with_label_shifts']} of {o['n_scans_labelled']} labelled scan(s) have "
+                     f"vertebrae with shifted labels, {o['n_scans_shifted_as_whole']} shifted as a whole "
+                     "(shift = predicted minus true level along C1…T12, T13, L1…L6).")
     lines.append("")
     lines.append("| Case | Ref | Pred | Dice (%) | HD (mm) | ASSD GT→pred | ASSD pred→GT | Fail (%) | loc.rate (%) "
                  "| id.rate (%) | d_mean (mm) | Missing | Extra |")
@@ -160,6 +171,14 @@ def format_table(summary: dict) -> str:
                      f"{_fmt_num(pct(c['failure_rate']))} | {_fmt_num(pct(c['localisation_rate']))} | "
                      f"{_fmt_num(pct(c['id_rate']))} | "
                      f"{_fmt_num(c['d_mean_mm'])} | {_labels(c['missing'])} | {_labels(c['extra'])} |")
+    shifted = [(case, c) for case, c in summary["cases"].items() if c.get("scan_shift") is not None]
+    if shifted:
+        lines.append("")
+        lines.append("| Case | Scan shift | Vertebrae shifted | Shifted as a whole |")
+        lines.append("|---|---|---|---|")
+        for case, c in shifted:
+            lines.append(f"| {case} | {c['scan_shift']:+d} | {c['n_label_shifted']} | "
+                         f"{'yes' if c['shifted_as_whole'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

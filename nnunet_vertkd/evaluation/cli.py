@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from nnunet_vertkd.centroids import CentroidFileError, read_centroids
 from nnunet_vertkd.evaluation.aggregate import format_table, write_outputs
 from nnunet_vertkd.evaluation.metrics import evaluate_case
+from nnunet_vertkd.evaluation.label_shifts import label_shifts
 from nnunet_vertkd.image_checks import is_nifti, nifti_truncation_problem
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET, classify_verse_labels
 
@@ -27,6 +28,16 @@ VERSE_MASK_PATTERNS = ("*_seg-vert_msk.nii.gz", "*_seg-vert_msk.nii", "*_seg.nii
 
 class EvaluationInputError(ValueError):
     """Inputs that cannot be evaluated (the message names the case or file)."""
+
+
+def prediction_label_kind(mask_path: str) -> Optional[str]:
+    """'verse', 'sequential', ... from vertkd_predict's {case}_record.json beside the mask; None without one."""
+    rec = os.path.join(os.path.dirname(mask_path), case_id(mask_path) + "_record.json")
+    try:
+        with open(rec, encoding="utf-8") as f:
+            return json.load(f).get("labels")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def strip_ending(name: str) -> str:
@@ -301,8 +312,15 @@ def evaluate_pair(job: dict) -> Tuple[str, dict]:
             pred = _remap(pred, NNUNET_TO_VERSE, f"prediction {job['pred']['mask']}")
             if pred_ctd:
                 pred_ctd = {NNUNET_TO_VERSE[k]: v for k, v in pred_ctd.items() if k in NNUNET_TO_VERSE}
-    result = evaluate_case(ref, pred, spacing, match=job["match"], ref_centroids=ref_ctd,
+    match = job["match"]
+    if match == "auto":  # label matching when vertkd_predict's record says the prediction has VerSe labels
+        match = "label" if job.get("pred") and prediction_label_kind(job["pred"]["mask"]) == "verse" else "overlap"
+        if match == "label":
+            _check_prediction_labels(pred, f"case {case}: prediction", match, job["pred_labels"])
+    result = evaluate_case(ref, pred, spacing, match=match, ref_centroids=ref_ctd,
                            pred_centroids=pred_ctd, ref_labels="verse")
+    if match == "label":
+        result.update(label_shifts(ref, pred))
     result["note"] = note
     result["warnings"] = warnings
     result["reference_file"] = job["ref"]["mask"]
@@ -337,9 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: PRED/vertkd_evaluation, or beside a single PRED file)")
     p.add_argument("--ref-format", choices=("auto", "verse", "nnunet"), default="auto",
                    help="reference format; auto = verse when *_seg-vert_msk / *_seg masks are found")
-    p.add_argument("--match", choices=("overlap", "label"), default="overlap",
+    p.add_argument("--match", choices=("auto", "overlap", "label"), default="auto",
                    help="pair predicted instances with reference vertebrae by a one-to-one overlap assignment, or "
-                        "by label (only when the prediction carries anatomical labels)")
+                        "by label (only when the prediction carries anatomical labels: VerSe's id.rate, and label "
+                        "shifts per scan); auto = label when vertkd_predict's {case}_record.json says "
+                        "labels = verse, overlap otherwise")
     p.add_argument("--pred-labels", choices=("verse", "nnunet"), default="verse",
                    help="label space of the prediction for --match label: VerSe labels, or consecutive nnU-Net "
                         "labels (1=C1 ... 26=L6) remapped to VerSe")
