@@ -174,6 +174,10 @@ class VertKDPredictor:
         finally:
             bar.close()
         seconds["iterative"] = time.perf_counter() - t
+        pp_shape = list(ct_pp.shape)
+        del ct_pp, start_prob, patch_predictor  # peak memory (issue 10): not needed for the export
+        if not want_spine:
+            spine_raw = None
 
         t = time.perf_counter()
         labels_raw = geometry.preprocessed_to_raw(res.instances, pp_props, pm.transpose_backward)
@@ -197,7 +201,7 @@ class VertKDPredictor:
         record.update({
             "input_orientation": orientation_of(image), "input_size": list(image.GetSize()),
             "input_spacing_mm": [float(s) for s in image.GetSpacing()],
-            "model_orientation": m.orientation, "preprocessed_shape": list(ct_pp.shape),
+            "model_orientation": m.orientation, "preprocessed_shape": pp_shape,
             "preprocessed_spacing_mm": [float(s) for s in cm.spacing], "patch_size": list(m.patch_size),
             "device": str(self.device), "folds": list(m.folds), "trainer": m.trainer_name,
             "mirroring": bool(self.use_mirroring), "backend": dict(self.backends_used),

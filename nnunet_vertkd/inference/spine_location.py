@@ -137,7 +137,10 @@ def to_preprocessed_space(arr_raw: np.ndarray, properties: dict, transpose_forwa
     arr = np.transpose(arr_raw, transpose_forward)
     bbox = properties["bbox_used_for_cropping"]
     arr = arr[tuple(slice(int(b[0]), int(b[1])) for b in bbox)]
-    return np.clip(resample_linear(arr, target_shape), 0.0, 1.0)
+    out = resample_linear(arr, target_shape)
+    if np.shares_memory(out, arr_raw):  # same shape: resample_linear returned the input itself
+        return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0, out=out)  # in place: one volume less at the peak
 
 
 def spine_probability(data_raw: np.ndarray, raw_properties: dict, pp_properties: dict, transpose_forward,

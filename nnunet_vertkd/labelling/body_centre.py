@@ -49,7 +49,9 @@ def body_centroids(mask_kji: np.ndarray, spacing_kji: Sequence[float],
     ``nnunet_vertkd.centroids``)."""
     mask_kji = np.asarray(mask_kji)
     out = {}
-    objects = ndimage.find_objects(mask_kji.astype(np.int64)) if mask_kji.size else []
+    if mask_kji.size and not (np.issubdtype(mask_kji.dtype, np.integer) and int(mask_kji.min()) >= 0):
+        mask_kji = mask_kji.astype(np.int64)  # find_objects wants non-negative integers; avoid a copy otherwise
+    objects = ndimage.find_objects(mask_kji) if mask_kji.size else []
     for idx, sl in enumerate(objects):
         if sl is None:
             continue
