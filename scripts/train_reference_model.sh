@@ -9,9 +9,12 @@
 # --export writes the result into nnunet_vertkd/pretrained (replacing the shipped files).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-WORK="$(mkdir -p "$1" && cd "$1" && pwd)"
-REAL="${2:-$REPO/../shared/data/verse_sample/dataset-verse19training}"
-EXPORT="${3:-}"
+EXPORT=""
+ARGS=()
+for a in "$@"; do if [ "$a" = "--export" ]; then EXPORT="--export"; else ARGS+=("$a"); fi; done
+[ "${#ARGS[@]}" -ge 1 ] || { echo "usage: $0 WORKDIR [VERSE_TRAINING_FOLDER] [--export]" >&2; exit 2; }
+WORK="$(mkdir -p "${ARGS[0]}" && cd "${ARGS[0]}" && pwd)"
+REAL="${ARGS[1]:-$REPO/../shared/data/verse_sample/dataset-verse19training}"
 BIN="$(dirname "$(command -v python3)")"
 [ -x "$REPO/.venv/bin/vertkd_predict" ] && BIN="$REPO/.venv/bin"
 export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
@@ -39,6 +42,7 @@ VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentT
 if [ "$EXPORT" = "--export" ]; then
   "$BIN/python" -m nnunet_vertkd.pretrained export \
     --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm__nnUNetPlans__3d_fullres" \
-    --spine "$nnUNet_results/Dataset602_VerSeSpine/VertKDSpineTrainer_cpu4mm__nnUNetPlans__3d_fullres"
+    --spine "$nnUNet_results/Dataset602_VerSeSpine/VertKDSpineTrainer_cpu4mm__nnUNetPlans__3d_fullres" \
+    --vertebra-raw "$nnUNet_raw/Dataset601_VerSeVertebrae" --spine-raw "$nnUNet_raw/Dataset602_VerSeSpine"
 fi
 echo "models in $nnUNet_results"
