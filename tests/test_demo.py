@@ -27,3 +27,26 @@ def test_demo_miniature(tmp_path, monkeypatch, capsys):
 
     # nothing overwritten without asking
     assert main(["--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_demo_segments_the_embedded_scan_with_the_shipped_model(tmp_path, capsys):
+    """The README's first command (default mode): the embedded real scan + 1 synthetic scan, shipped model."""
+    from nnunet_vertkd import pretrained
+    if not pretrained.available():
+        pytest.skip("shipped model files not present")
+    out = tmp_path / "seg_demo"
+    rc = main(["--out", str(out), "--synthetic-cases", "1", "--disable-tta", "--threads", "2"])
+    text = capsys.readouterr().out
+    assert rc == 0, text[-3000:]
+    assert "vertkd_demo results" in text and "the shipped reference model" in text
+    for name, case in (("real", "sub-verse012"), ("synthetic", None)):
+        pred = out / "predictions" / name
+        masks = sorted(pred.glob("*.nii.gz")) if case is None else [pred / f"{case}.nii.gz"]
+        assert masks and all(m.is_file() for m in masks)
+        for m in masks:
+            stem = m.name[: -len(".nii.gz")]
+            assert (pred / f"{stem}_ctd.json").is_file() and (pred / f"{stem}_snp.png").is_file()
+        assert (out / "evaluation" / name / "summary.json").is_file()
+    # sub-verse012 is found: at least one vertebra predicted
+    assert "sub-verse012: 0 vertebrae" not in text
