@@ -85,3 +85,15 @@ def test_centroids_without_full_size_temporaries_are_the_same():
     assert sorted(got) == labels
     for lab, c in zip(labels, ref):
         np.testing.assert_allclose(got[lab], c[::-1], atol=1e-9)
+
+
+@pytest.mark.slow
+def test_memory_command_runs(tmp_path):
+    """``python -m nnunet_vertkd.benchmarks.memory`` on a small scan, with the stand-in spine model too."""
+    from nnunet_vertkd.benchmarks import memory
+    out = tmp_path / "mem.json"
+    rc = memory.main(["--shape", "64", "64", "80", "--spacing", "1.5", "1.5", "1.5", "--work-dir", str(tmp_path / "w"),
+                      "--json", str(out), "--spine-m", "standin"])
+    result = json.loads(out.read_text())
+    assert rc == 0 and result["within_limit"] and 0.1 < result["peak_rss_gb"] < 4
+    assert result["n_vertebrae"] and result["stage_seconds"]["spine"] > 0

@@ -93,16 +93,10 @@ def synthetic_ct(shape_xyz, spacing_xyz, path: str) -> None:
     sitk.WriteImage(img, path, False)  # uncompressed: writing 300 MB through gzip would dominate the run
 
 
-def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> str:
-    import torch
-    os.makedirs(ext_dir, exist_ok=True)
-    with open(os.path.join(ext_dir, "vertkd_memory_standin.py"), "w") as f:
-        f.write(STANDIN_SOURCE)
-    model = os.path.join(folder, "Dataset989_MemoryStandIn", f"{STANDIN_TRAINER}__nnUNetPlans__3d_fullres")
-    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
+def _plans(name: str, spacing_mm: float, patch: int, arch: dict) -> dict:
     spacing = [float(spacing_mm)] * 3
-    plans = {
-        "dataset_name": "Dataset989_MemoryStandIn", "plans_name": "nnUNetPlans",
+    return {
+        "dataset_name": name, "plans_name": "nnUNetPlans",
         "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": [256, 256, 256],
         "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
         "configurations": {"3d_fullres": {
@@ -116,12 +110,23 @@ def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> s
             "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
             "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
                                                    "force_separate_z": None},
-            "architecture": {"network_class_name": "none", "arch_kwargs": {}, "_kw_requires_import": []},
+            "architecture": arch,
             "batch_dice": False}},
         "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": {
             "max": 3071.0, "mean": 300.0, "median": 300.0, "min": -1024.0, "percentile_00_5": -1024.0,
             "percentile_99_5": 1500.0, "std": 400.0}}}
+
+
+def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> str:
+    import torch
+    os.makedirs(ext_dir, exist_ok=True)
+    with open(os.path.join(ext_dir, "vertkd_memory_standin.py"), "w") as f:
+        f.write(STANDIN_SOURCE)
+    model = os.path.join(folder, "Dataset989_MemoryStandIn", f"{STANDIN_TRAINER}__nnUNetPlans__3d_fullres")
+    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
+    plans = _plans("Dataset989_MemoryStandIn", spacing_mm, patch,
+                   {"network_class_name": "none", "arch_kwargs": {}, "_kw_requires_import": []})
     with open(os.path.join(model, "plans.json"), "w") as f:
         json.dump(plans, f, indent=1)
     with open(os.path.join(model, "dataset.json"), "w") as f:
@@ -133,6 +138,40 @@ def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> s
                 "inference_allowed_mirroring_axes": (0, 1, 2),
                 "vertkd": {"role": "vertebra", "patch_size": [patch] * 3}},
                os.path.join(model, "fold_all", "checkpoint_final.pth"))
+    return model
+
+
+def standin_spine_model(folder: str, spacing_mm: float = 4.0, patch: int = 32) -> str:
+    """A stock nnUNetTrainer folder with a tiny untrained 2-class PlainConvUNet (its "spine" logit biased up): the
+    spine-model route through nnUNetPredictor, whose memory is mostly the resampling around the network."""
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    model = os.path.join(folder, "Dataset988_MemorySpine", "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
+    arch = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {"n_stages": 2, "features_per_stage": [2, 4], "conv_op": "torch.nn.modules.conv.Conv3d",
+                            "kernel_sizes": [[3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [2, 2, 2]],
+                            "n_conv_per_stage": [1, 1], "n_conv_per_stage_decoder": [1], "conv_bias": True,
+                            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
+                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                            "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+    plans = _plans("Dataset988_MemorySpine", spacing_mm, patch, arch)
+    with open(os.path.join(model, "plans.json"), "w") as f:
+        json.dump(plans, f, indent=1)
+    with open(os.path.join(model, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "spine": 1}, "numTraining": 1,
+                   "file_ending": ".nii.gz", "vertkd": {"kind": "spine", "orientation": "LPI",
+                                                        "spacing_mm": spacing_mm}}, f)
+    torch.manual_seed(0)
+    net = PlainConvUNet(1, 2, [2, 4], torch.nn.Conv3d, 3, [1, 2], [1, 1], 2, [1], True, torch.nn.InstanceNorm3d,
+                        {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True})
+    with torch.no_grad():
+        net.decoder.seg_layers[-1].bias[:] = torch.tensor([-1.0, 1.0])
+    torch.save({"network_weights": net.state_dict(), "trainer_name": "nnUNetTrainer",
+                "init_args": {"configuration": "3d_fullres", "fold": "all"},
+                "inference_allowed_mirroring_axes": (0, 1, 2)}, os.path.join(model, "fold_all", "checkpoint_final.pth"))
     return model
 
 
@@ -174,7 +213,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 1.0], metavar=("SX", "SY", "SZ"),
                    help="voxel spacing in mm (default: %(default)s)")
     p.add_argument("-m", metavar="MODEL_FOLDER", help="vertebra model folder (default: a stand-in, see above)")
-    p.add_argument("--spine-m", metavar="MODEL_FOLDER", help="spine model folder (default: the heuristic)")
+    p.add_argument("--spine-m", metavar="MODEL_FOLDER",
+                   help="spine model folder; 'standin': a tiny untrained 4 mm model through nnUNetPredictor "
+                        "(default: the heuristic)")
     p.add_argument("--model-spacing", type=float, default=1.0, help="spacing of the stand-in model (mm)")
     p.add_argument("--patch", type=int, default=64, help="patch size of the stand-in model (voxels per axis)")
     p.add_argument("--limit-gb", type=float, default=4.0, help="peak RSS limit in GB (10^9 bytes; default 4)")
@@ -201,7 +242,9 @@ def run(args) -> int:
     out = os.path.join(work, "out")
     cmd = [sys.executable, "-m", "nnunet_vertkd.inference.cli", "-i", scan, "-o", out, "-m", model,
            "-device", "cpu", "-npp", str(args.threads), "--overwrite"]
-    if args.spine_m:
+    if args.spine_m == "standin":
+        cmd += ["--spine-m", standin_spine_model(os.path.join(work, "spine_results"))]
+    elif args.spine_m:
         cmd += ["--spine-m", args.spine_m]
     print("running: " + " ".join(cmd))
     rc, peak, samples, tail = measure(cmd, env)
