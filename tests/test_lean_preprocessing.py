@@ -97,3 +97,20 @@ def test_memory_command_runs(tmp_path):
     result = json.loads(out.read_text())
     assert rc == 0 and result["within_limit"] and 0.1 < result["peak_rss_gb"] < 4
     assert result["n_vertebrae"] and result["stage_seconds"]["spine"] > 0
+
+
+@pytest.mark.parametrize("shape, new_shape", [((50, 40, 30), (77, 35, 44)), ((70, 20, 20), (33, 20, 20)),
+                                              ((10, 12, 14), (10, 30, 7))])
+def test_chunked_trilinear_equals_torch(monkeypatch, shape, new_shape):
+    """The spine map's resampling, chunk by chunk and from uint8 without a float32 copy of the whole input."""
+    import torch
+    import torch.nn.functional as F
+    from nnunet_vertkd.inference import spine_location
+    monkeypatch.setattr(spine_location, "RESAMPLE_CHUNK_SLICES", 7)
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    for arr in (x, (x > 0.5).astype(np.uint8)):
+        ref = F.interpolate(torch.from_numpy(arr.astype(np.float32))[None, None], size=new_shape, mode="trilinear",
+                            align_corners=False)[0, 0].numpy()
+        got = spine_location.resample_linear(arr, new_shape)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)  # torch computes source coordinates in float32

@@ -112,19 +112,50 @@ def heuristic_spine_mask(hu_zyx: np.ndarray, spacing_zyx: Sequence[float], lr_ax
         segment = [1, 1, 1]
         segment[axis] = 2 * r + 1
         bone = ndimage.binary_dilation(bone, structure=np.ones(segment, bool))
-    labels = cc3d.connected_components(bone.astype(np.uint8), connectivity=26)
+    bone = bone.view(np.uint8)  # bool -> 0/1 without a copy
+    try:  # 16-bit labels when cc3d's estimate of the component count allows (a quarter of 64-bit memory)
+        labels = cc3d.connected_components(bone, connectivity=26, out_dtype=np.uint16)
+    except ValueError:
+        labels = cc3d.connected_components(bone, connectivity=26)
+    del bone
     counts = np.bincount(labels.ravel())
     counts[0] = 0
-    return (labels == int(np.argmax(counts))).astype(np.uint8)
+    return np.equal(labels, int(np.argmax(counts))).view(np.uint8)
+
+
+#: output slices per chunk of ``resample_linear`` (bounds its temporaries)
+RESAMPLE_CHUNK_SLICES = 32
 
 
 def resample_linear(arr: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
-    """Trilinear resampling of a 3D float map to ``new_shape`` (voxel centres aligned like nnU-Net's resize)."""
-    if tuple(arr.shape) == tuple(new_shape):
+    """Trilinear resampling of a 3D map (any numeric dtype) to ``new_shape`` as float32, voxel centres aligned like
+    ``torch.nn.functional.interpolate(mode="trilinear", align_corners=False)`` (nnU-Net's resize convention).
+
+    Computed in chunks of output slices: trilinear interpolation is separable, so each chunk is the bilinear
+    in-plane resize (torch) of the input slices it needs, blended linearly along axis 0 with torch's source
+    coordinates ((o + 0.5) * in / out - 0.5, clamped at 0). The input is never copied whole to float32 (a
+    512x512x600 uint8 mask would take 630 MB); the result equals the one-call trilinear to float32 rounding."""
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(arr.shape) == new_shape:
         return arr.astype(np.float32, copy=False)
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    out = F.interpolate(t, size=tuple(int(s) for s in new_shape), mode="trilinear", align_corners=False)
-    return out[0, 0].numpy()
+    n_in, n_out = arr.shape[0], new_shape[0]
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    z0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    z1 = np.minimum(z0 + 1, n_in - 1)
+    w1 = (src - z0).astype(np.float32)
+    out = np.empty(new_shape, dtype=np.float32)
+    same_plane = tuple(arr.shape[1:]) == new_shape[1:]
+    for o0 in range(0, n_out, RESAMPLE_CHUNK_SLICES):
+        o1 = min(n_out, o0 + RESAMPLE_CHUNK_SLICES)
+        a, b = int(z0[o0]), int(z1[o1 - 1]) + 1
+        planes = torch.from_numpy(np.ascontiguousarray(arr[a:b], dtype=np.float32))
+        if not same_plane:
+            planes = F.interpolate(planes[:, None], size=new_shape[1:], mode="bilinear", align_corners=False)[:, 0]
+        planes = planes.numpy()
+        lo, hi = planes[z0[o0:o1] - a], planes[z1[o0:o1] - a]
+        w = w1[o0:o1, None, None]
+        out[o0:o1] = lo + w * (hi - lo)
+    return out
 
 
 def to_preprocessed_space(arr_raw: np.ndarray, properties: dict, transpose_forward: Sequence[int],
@@ -158,6 +189,6 @@ def spine_probability(data_raw: np.ndarray, raw_properties: dict, pp_properties:
         from nnunet_vertkd.orientation import _array_axis_of
         lr_axis, _ = _array_axis_of(orientation, "LR")
         si_axis, _ = _array_axis_of(orientation, "IS")
-        raw = heuristic_spine_mask(data_raw[0], raw_properties["spacing"], lr_axis, si_axis).astype(np.float32)
+        raw = heuristic_spine_mask(data_raw[0], raw_properties["spacing"], lr_axis, si_axis)  # uint8 0/1
         source = "heuristic"
     return to_preprocessed_space(raw, pp_properties, transpose_forward, target_shape), raw, source
