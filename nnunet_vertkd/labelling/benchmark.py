@@ -171,3 +171,29 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_variant_scans(out: str, seed: int = 2024, scale: float = 1.0,
+                        fovs=("whole", "lumbar", "thoracolumbar", "anywhere"),
+                        variants=("normal", "T13", "L6"), orientation: str = "LPS") -> List[str]:
+    """Held-out synthetic scans for the labelling benchmark, every field of view with every variant (normal, T13,
+    L6), written as a VerSe tree (OUT/rawdata, OUT/derivatives, centroid files = mask centres of mass)."""
+    from nnunet_vertkd.centroids import write_centroids
+    from nnunet_vertkd.dataset_conversion.synthetic import make_case_with_info
+    from nnunet_vertkd.orientation import orientation_of
+    cases = []
+    k = 0
+    for fov in fovs:
+        for variant in variants:
+            k += 1
+            case = f"sub-lab{k:03d}"
+            ct, mask, ctd, _ = make_case_with_info((seed, k), scale=scale, fov=fov, variant=variant,
+                                                   orientation=orientation, spacing="iso1")
+            os.makedirs(os.path.join(out, "rawdata", case), exist_ok=True)
+            os.makedirs(os.path.join(out, "derivatives", case), exist_ok=True)
+            sitk.WriteImage(ct, os.path.join(out, "rawdata", case, f"{case}_ct.nii.gz"))
+            sitk.WriteImage(mask, os.path.join(out, "derivatives", case, f"{case}_seg-vert_msk.nii.gz"))
+            write_centroids(os.path.join(out, "derivatives", case, f"{case}_seg-subreg_ctd.json"),
+                            list(orientation_of(ct)), ctd)
+            cases.append(case)
+    return cases

@@ -205,6 +205,9 @@ def make_patient(rng: np.random.Generator, scale: float = 1.0, variant: Optional
 
 
 FOV_KINDS = ("cervical", "thoracic", "lumbar", "thoracolumbar", "whole")
+#: a field of view of about 3-12 vertebrae (the border ones may be cut and unlabelled) starting at any level (C1 ... the third-last lumbar); chosen only when asked
+#: for (``make_case(fov="anywhere")``), so the default mix of ``write_synthetic_verse`` is unchanged
+ANYWHERE_FOV = "anywhere"
 
 
 def fov_levels(patient: Patient, kind: str, rng: np.random.Generator) -> tuple:
@@ -226,8 +229,11 @@ def fov_levels(patient: Patient, kind: str, rng: np.random.Generator) -> tuple:
         first, last = 0, idx[int(rng.integers(12, 15))]
     elif kind == "lower":   # second scan of that patient
         first, last = idx[int(rng.integers(11, 14))], last_lumbar
+    elif kind == ANYWHERE_FOV:  # 3-12 vertebrae starting at any level (not in the default cycle; labelling tests)
+        first = int(rng.integers(0, last_lumbar - 1))
+        last = min(first + int(rng.integers(2, 12)), last_lumbar)
     else:
-        raise ValueError(f"unknown field of view {kind!r}; choose from {FOV_KINDS}")
+        raise ValueError(f"unknown field of view {kind!r}; choose from {FOV_KINDS + (ANYWHERE_FOV,)}")
     return first, last
 
 
