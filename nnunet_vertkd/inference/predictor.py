@@ -54,13 +54,16 @@ class VertKDPredictor:
                  perform_everything_on_device: bool = True, verbose: bool = False,
                  settings: Optional[IterativeSettings] = None, num_threads: Optional[int] = None,
                  allow_tqdm: bool = True, label_mapping: LabelMapping = None,
-                 settings_overrides: Optional[Dict[str, object]] = None, backend: Optional[str] = None):
+                 settings_overrides: Optional[Dict[str, object]] = None, backend: Optional[str] = None,
+                 preprocessing: str = "converter"):
         """settings: loop settings in voxels of the model's preprocessed space; None = the 1 mm defaults of
         ``IterativeSettings`` scaled to the model's spacing. label_mapping: None keeps sequential labels 1..N
         from the top; a dict {sequential: label} or a callable(instances_zyx, record) -> (relabelled, name)
         for anatomical labels (recorded under "labels"). settings_overrides: {IterativeSettings field: value}
         applied after the scaling (values in voxels of the preprocessed space). backend: "torch", "openvino",
-        "onnxruntime" or None/"auto" (torch on a GPU, the fastest installed on the CPU; inference/backends.py)."""
+        "onnxruntime" or None/"auto" (torch on a GPU, the fastest installed on the CPU; inference/backends.py).
+        preprocessing: "converter" (resampling as vertkd_convert_verse did, spine region only;
+        inference/fast_preprocessing.py) or "nnunet" (nnU-Net's preprocessor on the whole volume)."""
         if isinstance(device, str):
             device = torch.device(device)
         self.device = device
@@ -88,6 +91,9 @@ class VertKDPredictor:
         resolve_backend(backend, device)  # a backend that is not installed fails here, with what to install
         self.backend = backend
         self.backends_used: Dict[str, str] = {}
+        if preprocessing not in ("converter", "nnunet"):
+            raise ValueError(f"preprocessing must be 'converter' or 'nnunet', got {preprocessing!r}")
+        self.preprocessing = preprocessing
         self._patch_predictor = None
 
     # ------------------------------------------------------------------ setup
@@ -148,18 +154,29 @@ class VertKDPredictor:
         t = time.perf_counter()
         input_warnings = header_warnings(image) + intensity_warnings(check_image(image, case))
         reoriented = geometry.reorient(image, m.orientation)
-        data_raw, raw_props = geometry.nnunet_input(reoriented)
-        preprocessor = cm.preprocessor_class(verbose=False)
-        data_pp, _, pp_props = lean_preprocessing.run_case_npy(preprocessor, data_raw, copy.deepcopy(raw_props), pm,
-                                                               cm, m.dataset_json)  # nnU-Net's, bounded memory
-        ct_pp = np.ascontiguousarray(data_pp[0], dtype=np.float32)
-        del data_pp
-        seconds["preprocess"] = time.perf_counter() - t
+        fast = None
+        if self.preprocessing == "converter":  # spine step first, then only the spine region (fast_preprocessing.py)
+            from nnunet_vertkd.inference import fast_preprocessing
+            checks = time.perf_counter() - t
+            data_raw = spine_raw = None
+            fast = fast_preprocessing.prepare(reoriented, m, self.spine_model, self.settings.START_THRESHOLD,
+                                              seconds=seconds)
+            ct_pp, start_prob, spine_source, pp_props = fast.ct_pp, fast.start_prob, fast.spine_source, fast.pp_props
+            seconds = {"preprocess": seconds["preprocess"] + checks, "spine": seconds["spine"]}
+        else:
+            data_raw, raw_props = geometry.nnunet_input(reoriented)
+            preprocessor = cm.preprocessor_class(verbose=False)
+            data_pp, _, pp_props = lean_preprocessing.run_case_npy(preprocessor, data_raw, copy.deepcopy(raw_props),
+                                                                   pm, cm, m.dataset_json)  # nnU-Net's, bounded memory
+            ct_pp = np.ascontiguousarray(data_pp[0], dtype=np.float32)
+            del data_pp
+            seconds["preprocess"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        start_prob, spine_raw, spine_source = spine_probability(data_raw, raw_props, pp_props, pm.transpose_forward,
-                                                                ct_pp.shape, self.spine_model, m.orientation)
-        seconds["spine"] = time.perf_counter() - t
+            t = time.perf_counter()
+            start_prob, spine_raw, spine_source = spine_probability(data_raw, raw_props, pp_props,
+                                                                    pm.transpose_forward, ct_pp.shape,
+                                                                    self.spine_model, m.orientation)
+            seconds["spine"] = time.perf_counter() - t
         if float(start_prob.max()) < self.settings.START_THRESHOLD:
             raise InputError(case, f"no spine found (spine probability never reaches "
                                    f"{self.settings.START_THRESHOLD}; source: {spine_source})")
@@ -180,7 +197,8 @@ class VertKDPredictor:
             spine_raw = None
 
         t = time.perf_counter()
-        labels_raw = geometry.preprocessed_to_raw(res.instances, pp_props, pm.transpose_backward)
+        labels_raw = (fast.labels_to_raw(res.instances, pm.transpose_backward, reoriented) if fast is not None
+                      else geometry.preprocessed_to_raw(res.instances, pp_props, pm.transpose_backward))
         record = {"case": case, "n_vertebrae": res.n_vertebrae, "n_network_calls": res.n_network_calls,
                   "stop_reason": res.stop_reason, "iterations_per_vertebra": res.iterations_per_vertebra,
                   "converged": [v.converged for v in res.vertebrae], "spine_source": spine_source,
@@ -194,6 +212,8 @@ class VertKDPredictor:
         centroids = body_centroids(labels_in, image.GetSpacing()[::-1])  # VerSe's centroids: body centres
         spine_img = None
         if want_spine:
+            if fast is not None:
+                spine_raw = fast.spine_on(reoriented)
             spine_img = geometry.array_to_image_like(
                 geometry.raw_to_input_grid(spine_raw.astype(np.float32), reoriented, image), image)
         seconds["export"] = time.perf_counter() - t
@@ -205,6 +225,7 @@ class VertKDPredictor:
             "preprocessed_spacing_mm": [float(s) for s in cm.spacing], "patch_size": list(m.patch_size),
             "device": str(self.device), "folds": list(m.folds), "trainer": m.trainer_name,
             "mirroring": bool(self.use_mirroring), "backend": dict(self.backends_used),
+            "preprocessing": fast.info if fast is not None else {"preprocessing": "nnunet"},
             "settings": self.settings.to_dict(),
             "vertebrae": [{"label": int(lab), "centroid_voxel_XYZ": [round(c, 3) for c in centroids[lab]]}
                           for lab in sorted(centroids)],
@@ -216,7 +237,8 @@ class VertKDPredictor:
             ct_img, lab_img = reoriented, geometry.array_to_image_like(labels_raw, reoriented)
             if m.orientation != "LPI":
                 ct_img, lab_img = geometry.reorient(ct_img, "LPI"), geometry.reorient(lab_img, "LPI")
-            result.preview_ct_kji = sitk.GetArrayFromImage(ct_img) if ct_img is not reoriented else data_raw[0]
+            result.preview_ct_kji = (sitk.GetArrayFromImage(ct_img) if ct_img is not reoriented or data_raw is None
+                                     else data_raw[0])
             result.preview_labels_kji = sitk.GetArrayFromImage(lab_img)
             result.preview_spacing_kji = tuple(ct_img.GetSpacing()[::-1])
         return result
