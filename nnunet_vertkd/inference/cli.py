@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CPU the fastest installed (openvino, then onnxruntime, then torch); openvino and "
                         "onnxruntime are optional extras (pip install 'nnunet-vertkd[openvino]'), CPU only, and "
                         "export the model once to ONNX beside the checkpoint. See docs/inference.md")
+    p.add_argument("--preprocessing", default="converter", choices=["converter", "nnunet"],
+                   help="converter (default): the spine step on the CT resampled as vertkd_convert_verse made the "
+                        "training data, then only the spine region at the model's spacing (fast); nnunet: nnU-Net's "
+                        "preprocessor and export on the whole volume (slow on large scans)")
     p.add_argument("-npp", "--num-threads", type=int, default=None,
                    help="CPU threads for torch (default: all cores available to this process)")
     p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
@@ -186,6 +190,7 @@ def main(argv=None) -> int:
         predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
                                     verbose=args.verbose, num_threads=args.num_threads,
                                     settings_overrides=parse_settings(args.setting), backend=args.backend,
+                                    preprocessing=args.preprocessing,
                                     label_mapping=make_label_mapping(args, device, resolve_model_folder,
                                                                      not args.disable_tta))
     except BackendError as e:
