@@ -13,6 +13,8 @@ setup(
         "ext_trainers/*.py",
         # the shipped reference model (student + spine, network weights only) and the embedded demo scan
         "pretrained/*/*.json", "pretrained/*/fold_all/*.pth",
+        # the shipped label model (docs/labelling.md)
+        "labelling/pretrained_model/*.json", "labelling/pretrained_model/fold_*/*.pth",
         "demo_data/verse/*.md", "demo_data/verse/*/*/*.nii.gz", "demo_data/verse/*/*/*.json",
     ]},
     install_requires=[

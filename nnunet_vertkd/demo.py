@@ -165,8 +165,10 @@ def segmentation_demo(args, out: Path) -> int:
         what = pretrained.describe()
     print(f"  using {what}")
     threads = args.threads or None
+    from nnunet_vertkd.labelling.cli_support import labels_line, shipped_label_mapping
+    labeller = shipped_label_mapping(_device(args.device), not args.disable_tta)  # VerSe labels (docs/labelling.md)
     predictor = VertKDPredictor(device=torch.device(_device(args.device)), use_mirroring=not args.disable_tta,
-                                num_threads=threads, allow_tqdm=False)
+                                num_threads=threads, allow_tqdm=False, label_mapping=labeller)
     import contextlib
     import io
     chatter = io.StringIO()  # nnU-Net's trainer lookup prints every module it inspects
@@ -194,6 +196,8 @@ def segmentation_demo(args, out: Path) -> int:
                 rec = json.load(f)
             print(f"    {case}: {rec['n_vertebrae']} vertebrae, {rec['n_network_calls']} network calls, "
                   f"stop: {rec['stop_reason']}, spine: {rec['spine_source']}")
+            if rec.get("labelling"):
+                print(f"      labels (probability): {labels_line(rec['labelling'])}")
         preds[name] = pred
 
     _step(4, 4, "evaluate against the ground truth (vertkd_evaluate)")
@@ -219,7 +223,8 @@ def segmentation_demo(args, out: Path) -> int:
               f"{'–' if fail is None else f'{fail:.1f}':>7}")
     print("\nOutputs:")
     for name, pred in preds.items():
-        print(f"  {name:10} masks {pred}/<case>.nii.gz (input geometry, labels 1..N from the top), VerSe "
+        print(f"  {name:10} masks {pred}/<case>.nii.gz (input geometry, "
+              f"{'VerSe labels' if labeller else 'labels 1..N from the top'}), VerSe "
               f"centroids <case>_ctd.json, previews <case>_snp.png, records <case>_record.json")
     for name, _, ev in rows:
         print(f"  evaluation {name}: {ev}/summary.json, per_vertebra.csv, summary.md")

@@ -58,3 +58,18 @@ def make_label_mapping(args, device: str, resolve, use_mirroring: bool = True):
         return AnatomicalLabeller(folder, folds, device=device, mirroring=use_mirroring)
     except LabelModelError as e:
         raise SystemExit(f"vertkd_predict: {e}")
+
+
+def shipped_label_mapping(device: str = "cpu", use_mirroring: bool = True):
+    """The shipped label model as a label mapping, or None when the package has none."""
+    if not os.path.isfile(os.path.join(SHIPPED_LABEL_MODEL, "plans.json")):
+        return None
+    from nnunet_vertkd.labelling.labeller import AnatomicalLabeller
+    return AnatomicalLabeller(SHIPPED_LABEL_MODEL, device=device, mirroring=use_mirroring)
+
+
+def labels_line(info: dict) -> str:
+    """'T10 0.98, T11 0.97, ... [flags]' from a record's ``labelling`` entry."""
+    parts = [f"{v['name']} {v['probability']:.2f}" for v in info.get("vertebrae", [])]
+    flags = f" [{', '.join(info['flags'])}]" if info.get("flags") else ""
+    return ", ".join(parts) + flags
