@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  vertkd_benchmark efficiency --patch 32 --runs 2 --no-scan --out /tmp/mini   # seconds\n"
                "  vertkd_benchmark study --scale cpu --out study_cpu/ --seeds 0\n"
                "  vertkd_benchmark oracle   # the loop with a perfect network: calls per vertebra, seconds\n")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{efficiency,study,oracle}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{efficiency,study,oracle,loop}")
     e = sub.add_parser("efficiency", help="cost of teacher, student and nnU-Net's planned network",
                        description=efficiency.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     efficiency.add_arguments(e)
@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("oracle", help="the iterative loop with a perfect network on real and synthetic spines",
                        description=oracle_loop.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     oracle_loop.add_arguments(o)
+    from nnunet_vertkd.benchmarks import whole_scan
+    lp = sub.add_parser("loop", help="network calls against accuracy of a trained model (centres, mirroring)",
+                        description=whole_scan.LOOP_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    whole_scan.add_loop_arguments(lp)
     return p
 
 
@@ -38,6 +42,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from nnunet_vertkd.benchmarks import efficiency
         efficiency.run(args, argv[1:])
         return 0
+    if args.command == "loop":
+        from nnunet_vertkd.benchmarks import whole_scan
+        return whole_scan.run_loop(args, argv[1:])
     if args.command == "oracle":
         from nnunet_vertkd.benchmarks import oracle_loop
         return oracle_loop.run(args)
