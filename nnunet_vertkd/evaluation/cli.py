@@ -246,7 +246,7 @@ def _check_prediction_labels(pred: np.ndarray, what: str, match: str, pred_label
         if bad:
             raise EvaluationInputError(f"{what}: label values {bad[:5]} are not VerSe vertebra labels (1-25, 28) "
                                        f"for --match label --pred-labels verse")
-    elif match == "overlap":
+    elif match in ("overlap", "auto"):  # auto: checked again with "label" when it resolves to label matching
         bad = [v for v in values if v > MAX_PREDICTION_LABEL]
         if bad:
             raise EvaluationInputError(f"{what}: label values {bad[:5]} above {MAX_PREDICTION_LABEL}: not a "
