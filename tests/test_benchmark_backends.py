@@ -35,3 +35,20 @@ def test_efficiency_backends_and_end_to_end(tmp_path, monkeypatch):
         assert r["peak_memory_mb"] > 0 and r["backend"]["vertebra"] == backends[-1]
     assert rows[1]["n_network_calls"] < rows[0]["n_network_calls"]  # 2 centres: fewer calls
     assert "End to end" in md and "Time per patch by inference backend" in md
+
+
+def test_dice_per_reference_vertebra():
+    import numpy as np
+    from nnunet_vertkd.benchmarks.whole_scan import dice_per_reference
+    ref = np.zeros((10, 10, 10), np.int32)
+    ref[:3], ref[4:7], ref[8:] = 20, 21, 22
+    pred = np.zeros_like(ref)
+    pred[:3] = 5            # perfect, other label number
+    pred[4:6] = 6           # 2 of 3 slices
+    assert dice_per_reference(pred, ref) == [1.0, 0.8, 0.0]  # the third is missed
+
+
+def test_loop_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["loop", "--help"])
+    assert e.value.code == 0 and "--centres" in capsys.readouterr().out
