@@ -42,12 +42,23 @@ def resample_nearest(arr: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
 
 
 def preprocessed_to_raw(labels_pp: np.ndarray, pp_properties: dict, transpose_backward: Sequence[int]) -> np.ndarray:
-    """Label map in preprocessed space -> (z, y, x) array of the (reoriented) image fed to nnU-Net."""
-    cropped_shape = pp_properties["shape_after_cropping_and_before_resampling"]
-    lab = resample_nearest(labels_pp, cropped_shape)
-    full = np.zeros(pp_properties["shape_before_cropping"], dtype=labels_pp.dtype)
+    """Label map in preprocessed space -> (z, y, x) array of the (reoriented) image fed to nnU-Net.
+
+    Nearest-neighbour resampling (``resample_nearest``'s indices) written straight into the uncropped array,
+    in chunks of slices, in the smallest label dtype: no full-size intermediate (peak memory, issue 10)."""
+    cropped_shape = [int(s) for s in pp_properties["shape_after_cropping_and_before_resampling"]]
+    max_label = int(labels_pp.max()) if labels_pp.size else 0
+    dtype = label_dtype(max_label) if labels_pp.size and int(labels_pp.min()) >= 0 else labels_pp.dtype
+    full = np.zeros(pp_properties["shape_before_cropping"], dtype=dtype)
     bbox = pp_properties["bbox_used_for_cropping"]
-    full[tuple(slice(int(b[0]), int(b[1])) for b in bbox)] = lab
+    target = full[tuple(slice(int(b[0]), int(b[1])) for b in bbox)]
+    idx = []
+    for old, new in zip(labels_pp.shape, cropped_shape):
+        i = np.floor((np.arange(new) + 0.5) * old / new).astype(np.int64)
+        idx.append(np.clip(i, 0, old - 1))
+    for r0 in range(0, cropped_shape[0], 64):
+        r1 = min(cropped_shape[0], r0 + 64)
+        target[r0:r1] = labels_pp[np.ix_(idx[0][r0:r1], idx[1], idx[2])]
     return np.ascontiguousarray(np.transpose(full, transpose_backward))
 
 

@@ -31,7 +31,7 @@ MARGIN = 20
 #: padding that scipy.ndimage.zoom adds for modes "nearest"/"edge" before the spline prefilter
 _ZOOM_PAD = 12
 #: bytes of float64 input per slab (bounds the temporaries: the padded slab, filtered in place, and the output slab)
-SLAB_BYTES = 128 * 2 ** 20
+SLAB_BYTES = 64 * 2 ** 20
 #: at least this many input slices per slab (the margins are overhead)
 MIN_SLAB_SLICES = 32
 

@@ -118,7 +118,10 @@ def heuristic_spine_mask(hu_zyx: np.ndarray, spacing_zyx: Sequence[float], lr_ax
     except ValueError:
         labels = cc3d.connected_components(bone, connectivity=26)
     del bone
-    counts = np.bincount(labels.ravel())
+    flat = labels.reshape(-1)
+    counts = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+    for start in range(0, flat.size, 1 << 24):  # chunks: bincount casts its input to int64 (1.3 GB for 512^2x600)
+        counts += np.bincount(flat[start:start + (1 << 24)], minlength=counts.size)
     counts[0] = 0
     return np.equal(labels, int(np.argmax(counts))).view(np.uint8)
 
