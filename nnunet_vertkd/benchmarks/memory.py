@@ -216,6 +216,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spine-m", metavar="MODEL_FOLDER",
                    help="spine model folder; 'standin': a tiny untrained 4 mm model through nnUNetPredictor "
                         "(default: the heuristic)")
+    p.add_argument("--preprocessing", choices=("converter", "nnunet"), default=None,
+                   help="vertkd_predict's --preprocessing route (default: vertkd_predict's default)")
     p.add_argument("--model-spacing", type=float, default=1.0, help="spacing of the stand-in model (mm)")
     p.add_argument("--patch", type=int, default=64, help="patch size of the stand-in model (voxels per axis)")
     p.add_argument("--limit-gb", type=float, default=4.0, help="peak RSS limit in GB (10^9 bytes; default 4)")
@@ -242,6 +244,8 @@ def run(args) -> int:
     out = os.path.join(work, "out")
     cmd = [sys.executable, "-m", "nnunet_vertkd.inference.cli", "-i", scan, "-o", out, "-m", model,
            "-device", "cpu", "-npp", str(args.threads), "--overwrite"]
+    if args.preprocessing:
+        cmd += ["--preprocessing", args.preprocessing]
     if args.spine_m == "standin":
         cmd += ["--spine-m", standin_spine_model(os.path.join(work, "spine_results"))]
     elif args.spine_m:
@@ -253,6 +257,7 @@ def run(args) -> int:
     t_peak = max(samples, key=lambda s: s[1])[0] if samples else float("nan")
     gb = peak / 1e9
     result = {"shape_xyz": args.shape, "spacing_mm": args.spacing, "model": model, "spine": args.spine_m or "heuristic",
+              "preprocessing": args.preprocessing or "default",
               "returncode": rc, "peak_rss_bytes": peak, "peak_rss_gb": round(gb, 3), "limit_gb": args.limit_gb,
               "within_limit": bool(rc == 0 and gb <= args.limit_gb), "peak_at_s": round(t_peak, 1),
               "wall_s": round(samples[-1][0], 1) if samples else None,
