@@ -695,6 +695,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the whole-scan measurements on a synthetic whole spine (C1-L5, adult size, 1 mm; "
                         "make_case(1, scale=1.0, fov='whole')) instead of --scan / sub-verse005")
     p.add_argument("--no-patch", action="store_true", help="skip the per-patch measurements")
+    p.add_argument("--patch-nets", nargs="+", choices=NETS, default=None,
+                   help="networks of the per-patch measurements (default: --nets)")
     p.add_argument("--e2e", action="store_true",
                    help="end to end with vertkd_predict's predictor on the scan (read, preprocessing, spine step, "
                         "loop, export, written files): the paper's 1 mm student and teacher with random weights and "
@@ -761,7 +763,7 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
                                  "n_stages": cfg["architecture"]["arch_kwargs"].get("n_stages")}
         base = {"device": device, "threads": threads, "patch": args.patch, "runs": args.runs, "warmup": args.warmup,
                 "plans": plans}
-        for name in ([] if args.no_patch else args.nets):
+        for name in ([] if args.no_patch else [n for n in args.nets if n in (args.patch_nets or args.nets)]):
             for backend in patch_backends(args, device):
                 print(f"[efficiency] {name} on {backend}: {args.patch}³ patch, {args.warmup} warm-up + {args.runs} "
                       f"timed runs", flush=True)
