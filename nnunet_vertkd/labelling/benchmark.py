@@ -137,7 +137,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cases", nargs="+", default=None, help="only these case names")
     p.add_argument("--folds", nargs="+", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(max(1, args.threads))
     from nnunet_vertkd.labelling.labeller import AnatomicalLabeller
     labeller = AnatomicalLabeller(args.label_model, args.folds, device=args.device)
     scans = find_scans(args.data)

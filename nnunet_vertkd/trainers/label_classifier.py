@@ -17,6 +17,7 @@ accuracy of the classifier alone and of the whole-scan decoder, and scans shifte
 ``fold_X/validation_labels.json``.
 
 All settings are class attributes (docs/trainers.md); ``__init__`` keeps nnU-Net's five arguments.
+``$VERTKD_NUM_THREADS`` limits torch's CPU threads (as for the CPU recipe's trainers).
 """
 from __future__ import annotations
 
@@ -150,6 +151,9 @@ class VertKDLabelTrainer(nnUNetTrainer):
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_class_settings(self)
+        threads = os.environ.get("VERTKD_NUM_THREADS", "").strip()
+        if threads:  # nnUNetv2_train -device cpu uses every core; on a shared machine 1 thread is ~10x faster
+            torch.set_num_threads(max(1, int(threads)))
         self.superior_axis, self.superior_at_low_index, self.left_right_axis = orientation_axes(
             dataset_json, self.plans_manager)
         self.spacing_mm = tuple(float(s) for s in self.configuration_manager.spacing)
