@@ -707,6 +707,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trained vertebra model folders (fold_all) for --e2e (default: the shipped student when present)")
     p.add_argument("--e2e-backends", nargs="+", default=["auto"],
                    help="backends for the --e2e rows (default: auto = the fastest installed)")
+    p.add_argument("--e2e-spacings", nargs="+", type=float, default=[1.0],
+                   help="spacings (mm) of the recipe models of the --e2e rows, with the same field of view "
+                        "(--patch voxels at 1 mm): 1 = the paper's recipe, 2 = the CPU recipe (default: 1)")
     p.add_argument("--e2e-centres", nargs="+", type=int, default=[3, 2],
                    help="N_CONVERGENCE_CENTRES values for the --e2e rows (default: 3 2)")
     p.add_argument("--e2e-mirroring", nargs="+", choices=("off", "on"), default=["off"],
@@ -860,11 +863,14 @@ def run_e2e(args, report: dict, scan: dict, plans: str, work: Path, threads: int
     for net in args.nets:
         if net == "nnunet":
             continue
-        folder = make_recipe_model_folder(work / f"recipe_{net}", net, plans, patch=args.patch)
-        for backend in args.e2e_backends:
-            for n in args.e2e_centres:
-                jobs.append({"name": f"{net}, paper recipe 1 mm (oracle loop)", "model": folder, "oracle": True,
-                             "backend": backend, "mirroring": False, "settings": {"N_CONVERGENCE_CENTRES": n}})
+        for spacing in args.e2e_spacings:  # the same field of view (--patch mm) at every spacing
+            folder = make_recipe_model_folder(work / f"recipe_{net}_{spacing:g}mm", net, plans, spacing_mm=spacing,
+                                              patch=int(round(args.patch / spacing)))
+            for backend in args.e2e_backends:
+                for n in args.e2e_centres:
+                    jobs.append({"name": f"{net}, recipe {spacing:g} mm, {int(round(args.patch / spacing))}³ (oracle loop)",
+                                 "model": folder, "oracle": True, "backend": backend, "mirroring": False,
+                                 "settings": {"N_CONVERGENCE_CENTRES": n}})
     for folder in trained:
         for backend in args.e2e_backends:
             for mirror in args.e2e_mirroring:

@@ -148,20 +148,43 @@ def child_e2e(spec: dict) -> dict:
             lut[v] = n
         lab_img = sitk.GetImageFromArray(lut[np.clip(arr, 0, None)])
         lab_img.CopyInformation(image)
-        data_raw, props = geometry.nnunet_input(geometry.reorient(image, m.orientation))
-        seg_raw = sitk.GetArrayFromImage(geometry.reorient(lab_img, m.orientation)).astype(np.int16)[None]
-        import copy as _copy
-        _, seg_pp, _ = cm.preprocessor_class(verbose=False).run_case_npy(
-            data_raw, seg_raw, _copy.deepcopy(props), pm, cm, m.dataset_json)
-        labels_pp = np.clip(seg_pp[0], 0, None).astype(np.float32)
-        start = ndimage.binary_dilation(labels_pp > 0, iterations=3).astype(np.float32)
-        counts = np.bincount(labels_pp.astype(np.int64).ravel())[1:]
-        min_frag = max(1, int(0.25 * counts[counts > 0].min()))
+        lab_reoriented = geometry.reorient(lab_img, m.orientation)
+        from nnunet_vertkd.inference import fast_preprocessing
+        captured = {}
+        prepare = fast_preprocessing.prepare
+
+        def capture(*a, **k):  # the predictor's vertebra grid, to bring the labels onto it
+            captured["prep"] = prepare(*a, **k)
+            return captured["prep"]
+        fast_preprocessing.prepare = capture
         original = P.segment_vertebrae_iteratively
 
+        def labels_on_predictor_grid(shape):
+            prep = captured.get("prep")
+            if prep is not None:  # converter route: nearest neighbour onto the sub-grid, then nnU-Net's transpose/crop
+                sub = sitk.GetArrayFromImage(sitk.Resample(lab_reoriented, prep.grid, sitk.Transform(),
+                                                           sitk.sitkNearestNeighbor, 0, sitk.sitkInt16))
+                sub = np.transpose(sub, pm.transpose_forward)
+                bbox = prep.pp_props["bbox_used_for_cropping"]
+                lab = sub[tuple(slice(int(b[0]), int(b[1])) for b in bbox)]
+            else:  # nnU-Net route: its own preprocessing of the labels
+                import copy as _copy
+                data_raw, props = geometry.nnunet_input(geometry.reorient(image, m.orientation))
+                seg_raw = sitk.GetArrayFromImage(lab_reoriented).astype(np.int16)[None]
+                _, seg_pp, _ = cm.preprocessor_class(verbose=False).run_case_npy(
+                    data_raw, seg_raw, _copy.deepcopy(props), pm, cm, m.dataset_json)
+                lab = seg_pp[0]
+            lab = np.clip(lab, 0, None).astype(np.float32)
+            if lab.shape != tuple(shape):
+                raise RuntimeError(f"oracle labels {lab.shape} and CT {tuple(shape)} differ")
+            return lab
+
         def oracle_loop(predict_patch, ct, start_prob, sup_axis, sup_low, patch_size, settings, **kw):
-            if ct.shape != labels_pp.shape:
-                raise RuntimeError(f"oracle labels {labels_pp.shape} and CT {ct.shape} differ")
+            labels_pp = labels_on_predictor_grid(ct.shape)
+            start = ndimage.binary_dilation(labels_pp > 0, iterations=3).astype(np.float32)
+            counts = np.bincount(labels_pp.astype(np.int64).ravel())[1:]
+            min_frag = max(1, int(0.25 * counts[counts > 0].min()))
+            oracle_info["oracle_min_fragment_voxels"] = min_frag
             s = dataclasses.replace(settings, CT_PAD_VALUE=ORACLE_PAD_VALUE,
                                     MIN_START_FRAGMENT_VOXELS=min(settings.MIN_START_FRAGMENT_VOXELS, min_frag),
                                     MIN_CONTINUE_FRAGMENT_VOXELS=min(settings.MIN_CONTINUE_FRAGMENT_VOXELS, min_frag))
@@ -172,7 +195,6 @@ def child_e2e(spec: dict) -> dict:
                 return oracle(patch)
             return original(both, labels_pp, start, sup_axis, sup_low, patch_size, s, **kw)
         P.segment_vertebrae_iteratively = oracle_loop
-        oracle_info = {"oracle_min_fragment_voxels": min_frag}
 
     # time spent in the network (inside the loop)
     net_seconds = [0.0]
