@@ -268,6 +268,8 @@ def add_loop_arguments(p) -> None:
     p.add_argument("--backend", default="auto", help="inference backend (default: auto)")
     p.add_argument("--synthetic", type=int, default=3, help="synthetic scans to add (default 3)")
     p.add_argument("--no-real", action="store_true", help="leave out the real samples")
+    p.add_argument("--real", nargs="+", default=None, metavar="CASE",
+                   help="only these real samples (e.g. sub-verse012, held out of the shipped model's training)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores available)")
     p.add_argument("--out", default=None, help="also write the table (Markdown) and the rows (JSON next to it)")
     p.add_argument("--note", default=None, help="free text for the report (machine load, checkpoint)")
@@ -288,7 +290,7 @@ def run_loop(args, argv=None) -> int:
         for ct in sorted(glob.glob(os.path.join(default_sample_dir(), "*", "rawdata", "*", "*_ct.nii.gz"))):
             case = os.path.basename(ct)[: -len("_ct.nii.gz")]
             masks = glob.glob(os.path.join(default_sample_dir(), "*", "derivatives", case, "*_msk.nii.gz"))
-            if masks:
+            if masks and (not args.real or case in args.real):
                 scans.append((case, ct, masks[0]))
     work = Path(tempfile.mkdtemp(prefix="vertkd_loop_"))
     for i in range(args.synthetic):
