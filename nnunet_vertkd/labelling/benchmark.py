@@ -8,7 +8,8 @@ what the loop would give with a perfect network: the same instances, numbered 1.
 ``nnunet_vertkd.inference.oracle``). The label model and the decoder name them (``AnatomicalLabeller.label``),
 the centroids are the vertebral-body centres of ``body_centre``, and the scan is scored like ``vertkd_evaluate``
 with label matching (VerSe's id.rate against the reference centroids: the ``_ctd.json`` file when there is one,
-else the reference mask's centres of mass) plus the label shifts. Writes OUT/labels_benchmark.json and
+else the reference mask's centres of mass; ``--ref-centroids body``: the body centres of the reference mask, for
+synthetic scans whose centroid files are centres of mass) plus the label shifts. Writes OUT/labels_benchmark.json and
 OUT/labels_benchmark.md (per scan: true and decoded labels, probabilities, flags, id.rate, shift, d_mean).
 """
 from __future__ import annotations
@@ -62,7 +63,7 @@ def oracle_instances(mask_kji: np.ndarray) -> (np.ndarray, List[int]):
     return lut[mask_kji], labels
 
 
-def label_scan(labeller, scan: dict) -> dict:
+def label_scan(labeller, scan: dict, ref_centroids: str = "file") -> dict:
     ct = sitk.ReadImage(scan["ct"])
     mask_img = sitk.ReadImage(scan["mask"])
     ref = np.rint(sitk.GetArrayFromImage(mask_img)).astype(np.int16)
@@ -74,7 +75,9 @@ def label_scan(labeller, scan: dict) -> dict:
     spacing_kji = tuple(ct.GetSpacing()[::-1])
     pred_ctd = body_centroids(labelled, spacing_kji)
     ref_ctd = None
-    if scan["ctd"]:
+    if ref_centroids == "body":  # like for like (synthetic centroid files are centres of mass)
+        ref_ctd = body_centroids(ref, spacing_kji)
+    elif scan["ctd"]:
         _, ref_ctd = read_centroids(scan["ctd"])
         ref_ctd = {k: v for k, v in ref_ctd.items() if k in set(truth)}
     res = evaluate_case(ref, labelled, spacing_kji, match="label", ref_centroids=ref_ctd, pred_centroids=pred_ctd)
@@ -89,6 +92,7 @@ def label_scan(labeller, scan: dict) -> dict:
             "flags": info.get("flags", []), "sequence_probability": info.get("sequence_probability"),
             "n_right": int(sum(a == b for a, b in zip(truth, decoded))), "n": len(truth),
             "id_rate": res["id_rate"], "d_mean_mm": res["d_mean_mm"], "reference_centroids":
+                "body centres of the reference mask" if ref_centroids == "body" else
                 "ctd file" if scan["ctd"] else "mask centres of mass",
             "scan_shift": shifts["scan_shift"], "shifted_as_whole": shifts["shifted_as_whole"],
             "transitional": bool(set(truth) & {25, 28}), "seconds": round(seconds, 3)}
@@ -136,13 +140,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--only-split", default=None, help="only scans whose path has this split folder (e.g. 03_test)")
     p.add_argument("--cases", nargs="+", default=None, help="only these case names")
     p.add_argument("--folds", nargs="+", default=None)
+    p.add_argument("--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--ref-centroids", choices=("file", "body"), default="file",
+                   help="reference centroids: the _ctd.json files (VerSe: body centres; else mask centres of mass), "
+                        "or the body centres of the reference masks (like for like, for synthetic scans whose "
+                        "centroid files are centres of mass)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(max(1, args.threads))
     from nnunet_vertkd.labelling.labeller import AnatomicalLabeller
-    labeller = AnatomicalLabeller(args.label_model, args.folds, device=args.device)
+    labeller = AnatomicalLabeller(args.label_model, args.folds, args.checkpoint, device=args.device)
     scans = find_scans(args.data)
     if args.only_split:
         scans = [s for s in scans if s["split"] == args.only_split]
@@ -153,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     rows = []
     for scan in scans:
-        r = label_scan(labeller, scan)
+        r = label_scan(labeller, scan, args.ref_centroids)
         rows.append(r)
         print(f"{r['case']}: truth {' '.join(r['truth_names'])} | decoded {' '.join(r['decoded_names'])} | "
               f"id.rate {100 * r['id_rate']:.0f} % shift {r['scan_shift']:+d} d_mean {r['d_mean_mm']:.1f} mm "
