@@ -177,6 +177,10 @@ class VertKDPredictor:
                                                                     pm.transpose_forward, ct_pp.shape,
                                                                     self.spine_model, m.orientation)
             seconds["spine"] = time.perf_counter() - t
+            if not want_preview:  # peak memory (issue 10): only the preview needs the float32 raw CT again
+                data_raw = None
+            if not want_spine:
+                spine_raw = None
         if float(start_prob.max()) < self.settings.START_THRESHOLD:
             raise InputError(case, f"no spine found (spine probability never reaches "
                                    f"{self.settings.START_THRESHOLD}; source: {spine_source})")
