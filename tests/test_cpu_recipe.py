@@ -14,7 +14,7 @@ from nnunet_vertkd.trainers.losses.lessmann import (
     BORDER_WEIGHT_TOLERANCE, border_weight_map, border_weight_map_reference)
 
 RECIPE = ("VertKDTeacherTrainer_cpu2mm", "VertKDStudentTrainer_cpu2mm", "VertKDStudentTrainer_scratch_cpu2mm",
-          "VertKDSpineTrainer_cpu4mm")
+          "VertKDSpineTrainer_cpu4mm", "VertKDTeacherTrainer_cpu2mm_realFT", "VertKDStudentTrainer_cpu2mm_realFT")
 
 
 def test_recipe_classes_are_found_by_stock_lookup():
@@ -39,6 +39,21 @@ def test_recipe_settings():
     src = open(cpu_recipe.__file__, encoding="utf-8").read()
     for n in RECIPE:
         assert f"class {n}(" in src
+
+
+def test_real_fine_tune_settings_and_mixture_sampler():
+    from nnunet_vertkd.trainers.data.vertebra_sampling import RegionBalancedSampler
+    t, s = cpu_recipe.VertKDTeacherTrainer_cpu2mm_realFT, cpu_recipe.VertKDStudentTrainer_cpu2mm_realFT
+    assert t.init_from_trainer == "VertKDTeacherTrainer_cpu2mm" and s.init_from_trainer == "VertKDStudentTrainer_cpu2mm"
+    assert s.teacher_trainer_name == "VertKDTeacherTrainer_cpu2mm_realFT" and s.distillation == "soft_outputs"
+    assert t.fp_weight_start == t.fp_weight_end == 1.0
+    base = RegionBalancedSampler({f"syn{i}": list(range(1, 25)) for i in range(10)})
+    real = RegionBalancedSampler({"sub-verse005": [20, 21, 22, 23, 24]})
+    mix = cpu_recipe.RealCaseMixtureSampler(base, real, 0.5)
+    rng = np.random.default_rng(0)
+    draws = [mix.draw(rng).case for _ in range(4000)]
+    frac = sum(c == "sub-verse005" for c in draws) / len(draws)
+    assert abs(frac - 0.5) < 0.03
 
 
 def _blob(shape, seed, box):

@@ -14,8 +14,8 @@ from nnunet_vertkd.trainers.variants import (  # noqa: F401
     VertKDTeacherTrainer_5epochs, VertKDTeacherTrainer_debug, VertKDTeacherTrainer_nnUNetTopology_debug,
     VertKDTeacherTrainer_noDataProcessing_debug)
 from nnunet_vertkd.trainers.cpu_recipe import (  # noqa: F401
-    VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_scratch_cpu2mm,
-    VertKDTeacherTrainer_cpu2mm)
+    VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_cpu2mm_realFT,
+    VertKDStudentTrainer_scratch_cpu2mm, VertKDTeacherTrainer_cpu2mm, VertKDTeacherTrainer_cpu2mm_realFT)
 from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401
     VertKDStudentTrainer_multiTeacher, VertKDStudentTrainer_multiTeacher_cpu2mm, VertKDStudentTrainer_multiTeacher_debug,
     VertKDStudentTrainer_multiTeacher_equalWeights, VertKDStudentTrainer_multiTeacher_klOnly,

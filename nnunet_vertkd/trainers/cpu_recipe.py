@@ -24,9 +24,13 @@ import random
 import numpy as np
 import torch
 
+from nnunet_vertkd.trainers.common import unwrap_network
+from nnunet_vertkd.trainers.data.dataloader import labels_per_case
+from nnunet_vertkd.trainers.data.vertebra_sampling import RegionBalancedSampler
 from nnunet_vertkd.trainers.spine import VertKDSpineTrainer
 from nnunet_vertkd.trainers.student import VertKDStudentTrainer, VertKDStudentTrainer_scratch
 from nnunet_vertkd.trainers.teacher import VertKDTeacherTrainer
+from nnunet_vertkd.trainers.teacher_discovery import find_teacher_checkpoint
 
 SEED_ENV = "VERTKD_SEED"
 THREADS_ENV = "VERTKD_NUM_THREADS"
@@ -87,3 +91,76 @@ class VertKDSpineTrainer_cpu4mm(_SeededCPU, VertKDSpineTrainer):
     num_iterations_per_epoch = 25
     num_val_iterations_per_epoch = 3
     save_every = 5
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Fine-tuning on the real cases. Trained on synthetic scans plus 3 real cases, the recipe's models fit the synthetic
+# scans but not real CT, not even their own real training cases (docs/pretrained.md): with region balancing over
+# ~290 (case, vertebra) pairs the 12 real pairs are ~4 % of the samples. The fine-tuning variants start from the
+# recipe's final weights and draw half of their samples from the real cases.
+# ------------------------------------------------------------------------------------------------------------------
+class RealCaseMixtureSampler:
+    """With probability ``fraction`` a (case, vertebra) pair of the real cases, else one of the base sampler."""
+
+    def __init__(self, base, real, fraction: float):
+        self.base, self.real, self.fraction = base, real, float(fraction)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def draw(self, rng):
+        return (self.real if rng.random() < self.fraction else self.base).draw(rng)
+
+    def region_frequencies(self):
+        return self.base.region_frequencies()
+
+
+class _RealFineTune:
+    """Start from the final weights of ``init_from_trainer`` (same dataset, plans, configuration and fold; found
+    like a teacher) and draw ``real_case_fraction`` of the training samples from the cases whose identifier starts
+    with ``real_case_prefix``. The false-positive weight is 1 from the start (the base model is past the
+    schedule's early phase)."""
+    init_from_trainer = None
+    real_case_prefix = "sub-verse"
+    real_case_fraction = 0.5
+    num_epochs = 10
+    initial_lr = 3e-4
+    fp_weight_start = 1.0
+    fp_weight_end = 1.0
+
+    def _make_loader(self, dataset, augment: bool):
+        loader = super()._make_loader(dataset, augment)
+        if augment and self.real_case_fraction > 0:
+            real = {c: labels for c, labels in labels_per_case(dataset).items()
+                    if c.startswith(self.real_case_prefix)}
+            if real:
+                loader.sampler = RealCaseMixtureSampler(
+                    loader.sampler, RegionBalancedSampler(real, bool(self.region_balancing)), self.real_case_fraction)
+                self.print_to_log_file(f"real-case mixture: {self.real_case_fraction:.2f} of the samples from "
+                                       f"{sorted(real)}")
+            else:
+                self.print_to_log_file(f"no case starts with {self.real_case_prefix!r}: plain sampling")
+        return loader
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.init_from_trainer and self.current_epoch == 0:
+            path = find_teacher_checkpoint(os.environ.get("nnUNet_results"), self.plans_manager.dataset_name,
+                                           self.plans_manager.plans_name, self.configuration_name, self.fold,
+                                           self.init_from_trainer, environ={})
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            unwrap_network(self).load_state_dict(ckpt["network_weights"])
+            self.print_to_log_file(f"fine-tuning from {path} (epoch {ckpt.get('current_epoch')})")
+
+
+class VertKDTeacherTrainer_cpu2mm_realFT(_RealFineTune, VertKDTeacherTrainer_cpu2mm):
+    """``VertKDTeacherTrainer_cpu2mm`` fine-tuned 10 epochs x 25 patches, half of them from the real cases."""
+    init_from_trainer = "VertKDTeacherTrainer_cpu2mm"
+
+
+class VertKDStudentTrainer_cpu2mm_realFT(_RealFineTune, VertKDStudentTrainer_cpu2mm):
+    """``VertKDStudentTrainer_cpu2mm`` fine-tuned 15 epochs x 25 patches, half of them from the real cases, distilled
+    from the fine-tuned teacher ``VertKDTeacherTrainer_cpu2mm_realFT``."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm"
+    teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
+    num_epochs = 15
