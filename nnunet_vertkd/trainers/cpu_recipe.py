@@ -159,8 +159,7 @@ class VertKDTeacherTrainer_cpu2mm_realFT(_RealFineTune, VertKDTeacherTrainer_cpu
 
 
 class VertKDStudentTrainer_cpu2mm_realFT(_RealFineTune, VertKDStudentTrainer_cpu2mm):
-    """``VertKDStudentTrainer_cpu2mm`` fine-tuned 15 epochs x 25 patches, half of them from the real cases, distilled
+    """``VertKDStudentTrainer_cpu2mm`` fine-tuned 10 epochs x 25 patches, half of them from the real cases, distilled
     from the fine-tuned teacher ``VertKDTeacherTrainer_cpu2mm_realFT``."""
     init_from_trainer = "VertKDStudentTrainer_cpu2mm"
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
-    num_epochs = 15
