@@ -98,8 +98,10 @@ def training_data(raw_dataset_folder: str) -> dict:
             cases[case] = " ".join(str(int(v)) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(lab))) if v > 0)
     test = sorted(n[: -len("_0000.nii.gz")] for n in os.listdir(os.path.join(raw_dataset_folder, "imagesTs"))
                   if n.endswith("_0000.nii.gz")) if os.path.isdir(os.path.join(raw_dataset_folder, "imagesTs")) else []
-    return {"training_cases": cases, "n_training_cases": len(cases),
-            "n_training_vertebrae": int(sum(len(v.split()) for v in cases.values())),
+    out = {"training_cases": cases, "n_training_cases": len(cases)}
+    if any(len(v.split()) > 1 or v not in ("", "1") for v in cases.values()):  # a vertebra dataset
+        out["n_training_vertebrae"] = int(sum(len(v.split()) for v in cases.values()))
+    return {**out,
             "real_training_cases": sorted(c for c in cases if c.startswith("sub-verse")),
             "held_out_test_cases": test}
 
