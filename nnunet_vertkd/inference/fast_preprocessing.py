@@ -7,11 +7,10 @@ The default preprocessing of ``VertKDPredictor`` (``preprocessing="converter"``)
    sigma = (target - spacing) / 2 mm per axis, then linear interpolation onto ``target_grid``, the
    converter's grid that keeps the outer voxel corners), computed as one separable sparse operator per axis
    slab by slab (``downsample_like_converter``: one pass, no full-size float copy; SimpleITK's recursive
-   Gaussian on a 512×512×600 scan took 45 s). ``nnUNetPredictor`` then runs on that small image, where
+   Gaussian on a full-size scan is much slower). ``nnUNetPredictor`` then runs on that small image, where
    its own resampling is the identity, and returns P(spine) on the spine grid. nnU-Net's default route instead
    resamples the full-resolution scan with third-order splines, runs, and resamples two probability channels
-   back to full resolution (on a 512×512×600 scan: about 40 s + 50 s of the spine step's 105 s, see
-   docs/efficiency_whole_spine.md).
+   back to full resolution (most of the spine step on a 512×512×600 scan, docs/inference.md).
 2. **The spine region.** The vertebra grid (``target_grid`` at the vertebra model's spacing, the converter's
    grid for the vertebra dataset) is cut in the two in-plane axes to the bounding box of P(spine) >=
    ``START_THRESHOLD`` plus ``margin_mm`` (default: half the patch's field of view + 32 mm, so every patch the
