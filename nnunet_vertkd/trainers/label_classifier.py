@@ -9,8 +9,9 @@ vertebra's centre of mass (CT + that vertebra's mask, ``nnunet_vertkd.labelling.
 ``nnunet_vertkd.labelling.evidence.VertebraLabelNet``. Pairs are drawn uniformly (every vertebra of the training
 cases equally often); the label frequencies of the pairs are stored in the checkpoint (``vertkd.label_prior``)
 so that the decoder can turn the classifier's posteriors into likelihoods. Augmentation: translation, left-right
-mirroring, intensity scale/shift, noise, and a one-voxel dilation or erosion of the mask channel (inference
-gives it predicted masks).
+mirroring, intensity scale/shift, noise, a one-voxel dilation or erosion of the mask channel (inference
+gives it predicted masks), and tight crops like VerSe's (outside a random half-width around the vertebra the CT
+becomes outside-the-volume).
 
 The final validation (``perform_actual_validation``) labels every vertebra of every validation case: per-vertebra
 accuracy of the classifier alone and of the whole-scan decoder, and scans shifted as a whole, written to
@@ -51,12 +52,13 @@ class LabelSampleLoader:
     every case is loaded once and kept in memory (the label datasets are small: 2-4 mm)."""
 
     def __init__(self, dataset, batch_size: int, patch_size, pad_value: float, spacing_mm, left_right_axis: int,
-                 augment: bool, settings: dict, seed: int = 0):
+                 augment: bool, settings: dict, seed: int = 0, superior_axis: int = 0):
         self.batch_size = int(batch_size)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.pad_value = float(pad_value)
         self.spacing_mm = np.asarray(spacing_mm, dtype=float)
         self.left_right_axis = int(left_right_axis)
+        self.anterior_posterior_axis = 3 - int(left_right_axis) - int(superior_axis)
         self.augment = bool(augment)
         self.s = settings
         self.rng = np.random.default_rng(seed)
@@ -90,6 +92,8 @@ class LabelSampleLoader:
         if not self.augment:
             return x
         rng = self.rng
+        if rng.random() < self.s["p_crop"]:
+            self._crop_like_verse(x, shift, rng)
         if rng.random() < self.s["p_mirror"]:
             x = np.flip(x, axis=1 + self.left_right_axis).copy()
         if rng.random() < self.s["p_intensity"]:
@@ -104,6 +108,28 @@ class LabelSampleLoader:
             if eroded.any():
                 x[1] = eroded
         return x
+
+    def _crop_like_verse(self, x: np.ndarray, shift, rng) -> None:
+        """Simulate a scan cropped tightly around the spine (many VerSe scans are): everything farther than a random
+        half-width from the vertebra along the left-right axis (and, half of the time, the anterior-posterior one)
+        becomes outside-the-volume (pad value, no mask), so that a tight crop is no cue for any label."""
+        axes = [(self.left_right_axis, self.s["crop_half_width_mm"])]
+        if rng.random() < 0.5:
+            axes.append((self.anterior_posterior_axis, self.s["crop_half_width_ap_mm"]))
+        for ax, (lo_mm, hi_mm) in axes:
+            n = x.shape[1 + ax]
+            centre = n // 2 - shift[ax]
+            half = rng.uniform(lo_mm, hi_mm) / self.spacing_mm[ax]
+            a, b = int(round(centre - half)), int(round(centre + half))
+            idx = [slice(None)] * 3
+            if a > 0:
+                idx[ax] = slice(0, a)
+                x[(slice(None), *idx)] = 0.0
+                x[(0, *idx)] = self.pad_value
+            if b < n:
+                idx[ax] = slice(max(b, 0), n)
+                x[(slice(None), *idx)] = 0.0
+                x[(0, *idx)] = self.pad_value
 
     def __iter__(self):
         return self
@@ -145,6 +171,10 @@ class VertKDLabelTrainer(nnUNetTrainer):
     noise_std = 0.1
     p_mask_dilate = 0.15
     p_mask_erode = 0.15
+    #: tight crops like VerSe's (the real training crops are all lumbar: without this a crop reads as "lumbar")
+    p_crop = 0.5
+    crop_half_width_mm = (40.0, 80.0)
+    crop_half_width_ap_mm = (50.0, 90.0)
     label_seed = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -195,13 +225,15 @@ class VertKDLabelTrainer(nnUNetTrainer):
 
     def _augmentation_settings(self) -> dict:
         names = ("translation_mm", "p_mirror", "p_intensity", "intensity_scale", "intensity_shift", "p_noise",
-                 "noise_std", "p_mask_dilate", "p_mask_erode")
+                 "noise_std", "p_mask_dilate", "p_mask_erode", "p_crop", "crop_half_width_mm",
+                 "crop_half_width_ap_mm")
         return {n: getattr(self, n) for n in names}
 
     def _loader(self, dataset, augment: bool, seed: int) -> LabelSampleLoader:
         return LabelSampleLoader(dataset, self.batch_size, self.patch_size,
                                  normalised_air_value(self.plans_manager, self.configuration_manager),
-                                 self.spacing_mm, self.left_right_axis, augment, self._augmentation_settings(), seed)
+                                 self.spacing_mm, self.left_right_axis, augment, self._augmentation_settings(), seed,
+                                 self.superior_axis)
 
     def get_dataloaders(self):
         if self.dataset_class is None:
