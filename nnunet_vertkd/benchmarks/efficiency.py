@@ -697,6 +697,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-patch", action="store_true", help="skip the per-patch measurements")
     p.add_argument("--patch-nets", nargs="+", choices=NETS, default=None,
                    help="networks of the per-patch measurements (default: --nets)")
+    p.add_argument("--scan-nets", nargs="+", choices=NETS, default=None,
+                   help="networks of the whole-scan rows (default: --nets; --e2e rows use --nets)")
     p.add_argument("--e2e", action="store_true",
                    help="end to end with vertkd_predict's predictor on the scan (read, preprocessing, spine step, "
                         "loop, export, written files): the paper's 1 mm student and teacher with random weights and "
@@ -779,10 +781,12 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
                 report.setdefault("patch_backends", {}).setdefault(name, {})[backend] = r
                 print(f"    {r['parameters']:,} parameters, {r['flops'] / 1e9:.2f} GFLOPs, "
                       f"{r['seconds_per_patch']['median']:.3f} s median, peak {r['peak_memory_mb']:.0f} MB", flush=True)
+        if args.e2e and scan is not None:
+            run_e2e(args, report, scan, plans, work, threads)
         if prepared is not None and not args.no_scan:
             report["scan_info"] = {k: v for k, v in prepared.items() if k not in ("image", "mask")}
             mirrorings = args.nnunet_mirroring or (["on"] if args.mirroring else ["off"])
-            for name in args.nets:
+            for name in [n for n in args.nets if n in (args.scan_nets or args.nets)]:
                 for mirror in (mirrorings if name == "nnunet" else [None]):
                     key = name if mirror is None or mirror == mirrorings[0] else f"{name}_mirroring_{mirror}"
                     print(f"[efficiency] whole scan with {name} ({args.scan_runs} run(s)"
@@ -796,8 +800,6 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> dict:
                     print(f"    {r.get('n_network_calls')} network calls, {r['seconds_per_scan']['median']:.2f} s, "
                           f"peak {r['peak_memory_mb']:.0f} MB", flush=True)
             add_mirroring_estimate(report)
-        if args.e2e and scan is not None:
-            run_e2e(args, report, scan, plans, work, threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["total_seconds"] = round(time.time() - t_start, 1)
