@@ -122,13 +122,34 @@ def markdown(summary: dict, rows: List[dict]) -> str:
              f"scans), labels right {s['label_accuracy_pct']:.1f} %, scans with every label right "
              f"{s['scans_all_right']}/{s['n_scans']}, shifted as a whole {s['scans_shifted_as_whole']}, d_mean "
              f"{s['d_mean_mm_mean']:.2f} mm; wrong scans flagged low-confidence: {s['wrong_and_flagged']}/{s['wrong']}",
-             "", "| case | truth | decoded | min p | id.rate | shift | d_mean (mm) | flags |", "|---|---|---|---|---|---|---|---|"]
+             ""]
+    t = summary.get("transitional") or {}
+    if t.get("n_scans"):
+        lines += [f"Scans with a T13 or an L6: {t['n_scans']} scans, {t['n_vertebrae']} vertebrae: id.rate "
+                  f"{t['id_rate_pct_mean']:.1f} %, labels right {t['label_accuracy_pct']:.1f} %, every label right "
+                  f"{t['scans_all_right']}/{t['n_scans']}, shifted as a whole {t['scans_shifted_as_whole']}", ""]
+    lines += ["| case | truth | decoded | min p | id.rate | shift | d_mean (mm) | flags |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['truth_names'][0]}–{r['truth_names'][-1]} ({r['n']}) | "
                      f"{' '.join(r['decoded_names'])} | {min(r['probabilities']):.2f} | "
                      f"{100 * r['id_rate']:.0f} % | {r['scan_shift']:+d} | "
                      f"{r['d_mean_mm']:.1f} | {', '.join(r['flags']) or '–'} |")
     return "\n".join(lines) + "\n"
+
+
+_WORKER = {}
+
+
+def _init_worker(label_model, folds, checkpoint, device, threads, ref_centroids):
+    import torch
+    torch.set_num_threads(max(1, threads))
+    from nnunet_vertkd.labelling.labeller import AnatomicalLabeller
+    _WORKER["labeller"] = AnatomicalLabeller(label_model, folds, checkpoint, device=device)
+    _WORKER["ref_centroids"] = ref_centroids
+
+
+def _label_in_worker(scan: dict) -> dict:
+    return label_scan(_WORKER["labeller"], scan, _WORKER["ref_centroids"])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -147,11 +168,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "centroid files are centres of mass)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("-np", "--num-processes", type=int, default=1, help="scans labelled in parallel processes")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(max(1, args.threads))
-    from nnunet_vertkd.labelling.labeller import AnatomicalLabeller
-    labeller = AnatomicalLabeller(args.label_model, args.folds, args.checkpoint, device=args.device)
     scans = find_scans(args.data)
     if args.only_split:
         scans = [s for s in scans if s["split"] == args.only_split]
@@ -161,8 +181,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("no scans found", file=sys.stderr)
         return 1
     rows = []
-    for scan in scans:
-        r = label_scan(labeller, scan, args.ref_centroids)
+    init = (args.label_model, args.folds, args.checkpoint, args.device, args.threads, args.ref_centroids)
+    if args.num_processes > 1:
+        import multiprocessing
+        pool = multiprocessing.get_context("spawn").Pool(args.num_processes, _init_worker, init)
+        results = pool.imap(_label_in_worker, scans)
+    else:
+        _init_worker(*init)
+        results = map(_label_in_worker, scans)
+    for r in results:
         rows.append(r)
         print(f"{r['case']}: truth {' '.join(r['truth_names'])} | decoded {' '.join(r['decoded_names'])} | "
               f"id.rate {100 * r['id_rate']:.0f} % shift {r['scan_shift']:+d} d_mean {r['d_mean_mm']:.1f} mm "
