@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--spacing-mm", type=float, default=3.0,
                      help="conversion spacing (default: 3.0, with 32^3 patches = a 96 mm field of view)")
     adv.add_argument("--schedule", default="demo",
-                     help="trainer variant suffix from nnunet_vertkd/benchmarks/trainer_variants.py "
+                     help="trainer variant suffix from nnunet_vertkd/trainers/benchmarking.py "
                           "(default: demo; studyMini = a few iterations, for tests)")
     adv.add_argument("--threads", type=int, default=None, help="OMP/torch threads per process")
     return p
@@ -367,8 +367,8 @@ def train_pipeline(args, out: Path) -> int:
     print(f"\nTotal time {(time.time() - t_start) / 60:.1f} min; per step (s): "
           + ", ".join(f"{k} {v:.0f}" for k, v in p.timings.items()))
     print()
-    from nnunet_vertkd.benchmarks.trainer_variants import SCALES
-    sched = SCALES.get(args.schedule, {})
+    from nnunet_vertkd.trainers.benchmarking import schedule
+    sched = schedule(args.schedule)
     n_iter = sched.get("num_epochs", 0) * sched.get("num_iterations_per_epoch", 0)
     patch = "x".join(str(x) for x in sched.get("patch_size_voxels") or ()) or "planned"
     print(LIMITS.format(n_train=n_train, spacing=args.spacing_mm, n_iter=n_iter, patch=patch))

@@ -54,7 +54,7 @@ def test_lookup_without_env_fails_and_with_env_succeeds():
     res = subprocess.run([sys.executable, "-c", code.replace("VertKDPlaceholderTrainer", "VertKDStudentTrainer_demo")],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert "FOUND nnunet_vertkd.benchmarks.trainer_variants" in res.stdout
+    assert "FOUND nnunet_vertkd.trainers.benchmarking" in res.stdout
 
 
 def _write_tiny_dataset(raw: Path, dataset_id=990, n_cases=2):

@@ -6,7 +6,7 @@ model) -> ``vertkd_predict`` -> ``vertkd_evaluate``.
 
 Every command gets a private nnU-Net environment (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``
 under one folder, ``nnUNet_compile=false``, ``nnUNet_extTrainer`` with the plugin's trainers and the benchmark
-variants of ``nnunet_vertkd.benchmarks.trainer_variants``) and streams its output line by line (prefixed with a
+variants of ``nnunet_vertkd.trainers.benchmarking``) and streams its output line by line (prefixed with a
 tag) to the console and to a log file, so progress stays visible. ``nnUNet_n_proc_DA=0`` (single-process data
 loading) is set for training only: nnU-Net's planner crashes with it.
 

@@ -1,6 +1,6 @@
 """``vertkd_benchmark study``: the distillation study (paper 000, Table 3) on synthetic VerSe-format data.
 
-Trains T_B, T_S, S_S, S_T3, S_T4, S_T5, S_L and S_LW (``trainer_variants.STUDY_TRAINERS``: the plugin's trainer
+Trains T_B, T_S, S_S, S_T3, S_T4, S_T5, S_L and S_LW (``nnunet_vertkd.trainers.benchmarking.STUDY_TRAINERS``: the plugin's trainer
 classes with a schedule suffix, e.g. ``VertKDStudentTrainer_T3_studyCPU``) on a synthetic training set written by
 ``vertkd_make_synthetic`` and converted with ``vertkd_convert_verse`` (plus the real VerSe samples of
 ``../shared/data/verse_sample`` when present, which are **held out**: moved to the validation side of fold 0,
@@ -15,7 +15,7 @@ stays under OUT.
 Scales (``--scale``):
   mini  CI miniature: 2-4 tiny cases, 32^3 patches, a few iterations (only proves the machinery works)
   cpu   2 CPU cores, under an hour: 16 synthetic scans of adult size converted at 3 mm, 32^3 patches (a 96 mm
-        field of view; the paper's is 128 mm at 1 mm), 1000 iterations per model (trainer_variants.SCALES)
+        field of view; the paper's is 128 mm at 1 mm), 1000 iterations per model (``nnunet_vertkd/trainers/benchmarking.py``)
   gpu   one H100, ~30 minutes (an estimate, not run yet): 32 scans at 1 mm, 128^3 patches, 1000 iterations per
         model, trainings run in parallel on the one GPU (``--parallel 6``: the 2 teachers, then the 6
         students); start it detached (nohup) and poll
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-scale", type=float, default=None, help="vertkd_make_synthetic --scale (default: preset)")
     p.add_argument("--spacing-mm", type=float, default=None, help="conversion spacing (default: preset)")
     p.add_argument("--suffix", default=None,
-                   help="trainer variant suffix (default: preset; see nnunet_vertkd/benchmarks/trainer_variants.py)")
+                   help="trainer variant suffix (default: preset; see nnunet_vertkd/trainers/benchmarking.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: preset)")
     p.add_argument("--parallel", type=int, default=None,
                    help="trainings run at the same time (GPU: several on one GPU; default: preset)")
@@ -178,7 +178,7 @@ def format_table(results: Dict[str, Dict[str, dict]], testset: str, seed_means: 
 # ------------------------------------------------------------------------------------------------ run
 def run(args, argv_for_record: Optional[List[str]] = None) -> int:
     from nnunet_vertkd.benchmarks.efficiency import describe_machine, machine_info
-    from nnunet_vertkd.benchmarks.trainer_variants import STUDY_TRAINERS, TEACHER_IDS
+    from nnunet_vertkd.trainers.benchmarking import STUDY_TRAINERS, TEACHER_IDS
 
     cfg = _resolve(args)
     suffix = cfg["suffix"]
@@ -363,9 +363,9 @@ def _prediction_records(pred_dir: Path) -> list:
 def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, seed_means, records, timings,
               total, out) -> str:
     from nnunet_vertkd.benchmarks.efficiency import describe_machine
-    from nnunet_vertkd.benchmarks.trainer_variants import SCALES
-    sched = {k: v for k, v in SCALES[cfg["suffix"]].items() if k in ("patch_size_voxels", "num_epochs",
-                                                                     "num_iterations_per_epoch")}
+    from nnunet_vertkd.trainers.benchmarking import schedule
+    sched = {k: v for k, v in schedule(cfg["suffix"]).items() if k in ("patch_size_voxels", "num_epochs",
+                                                                       "num_iterations_per_epoch")}
     lines = [f"# Distillation study, {args.scale.upper()} scale (paper 000 Table 3 on synthetic data)", "",
              f"Command: `{command}`", "",
              f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}; total run time "
@@ -378,7 +378,7 @@ def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, 
              + (f" together with the real samples {', '.join(real_ids)} (held out: never trained on)" if real_ids
                 else "") + ".",
              f"- Training: stock `nnUNetv2_train DATASET 3d_fullres 0 -tr <Trainer>_{cfg['suffix']}` "
-             f"(trainer variants in nnunet_vertkd/benchmarks/trainer_variants.py: {sched}, batch 1); "
+             f"(trainer variants in nnunet_vertkd/trainers/benchmarking.py: {sched}, batch 1); "
              f"seeds {args.seeds}; students distil from T_S of the same seed.",
              f"- Test sets: {', '.join(f'{k} ({len(v)} scans)' for k, v in ((n, test_ids if 'synthetic' in n else real_ids) for n in test_sets))}; "
              "`vertkd_predict --disable-tta` with the bone-threshold spine heuristic (no spine model), "

@@ -22,5 +22,6 @@ from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401
     VertKDStudentTrainer_multiTeacher_printedWeights)
 from nnunet_vertkd.trainers.label_classifier import (  # noqa: F401
     VertKDLabelTrainer, VertKDLabelTrainer_cpu, VertKDLabelTrainer_debug)
+from nnunet_vertkd.trainers.benchmarking import *  # noqa: F401,F403  (every class written out there)
 
 __all__ = [name for name in dir() if name.startswith("VertKD")]
