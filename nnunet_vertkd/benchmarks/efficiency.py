@@ -223,9 +223,10 @@ def synthetic_scan(out_dir: Path, seed: int = 0, scale: float = 0.5) -> Optional
 
 def default_scan() -> Optional[dict]:
     """The real sample sub-verse005 (lumbar, 1 mm) when the repository's ../shared/data/verse_sample exists."""
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "verse_sample"
-    ct = list(root.rglob("sub-verse005_ct.nii.gz")) if root.is_dir() else []
-    mask = list(root.rglob("sub-verse005_seg-vert_msk.nii.gz")) if root.is_dir() else []
+    from nnunet_vertkd.benchmarks.pipeline import real_sample_dir
+    root = real_sample_dir()
+    ct = list(root.rglob("sub-verse005_ct.nii.gz")) if root is not None else []
+    mask = list(root.rglob("sub-verse005_seg-vert_msk.nii.gz")) if root is not None else []
     if ct and mask:
         return {"scan": ct[0], "mask": mask[0]}
     return None

@@ -18,14 +18,11 @@ from typing import List
 
 import SimpleITK as sitk
 
+from nnunet_vertkd.benchmarks.pipeline import real_sample_dir
 from nnunet_vertkd.inference.iterative import IterativeSettings
 from nnunet_vertkd.inference.oracle import labels_from_verse_mask, run_oracle
 
 SYNTHETIC_VARIANTS = ("normal", "T13", "L6")
-
-
-def default_sample_dir() -> str:
-    return os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "verse_sample")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _cases(args) -> List[tuple]:
     masks = list(args.masks)
-    if not masks:
-        masks = sorted(glob.glob(os.path.join(default_sample_dir(), "*", "derivatives", "*", "*_msk.nii.gz")))
+    if not masks and real_sample_dir() is not None:
+        masks = sorted(glob.glob(os.path.join(real_sample_dir(), "*", "derivatives", "*", "*_msk.nii.gz")))
     cases = [(os.path.basename(m).split("_")[0], sitk.ReadImage(m)) for m in masks]
     if args.synthetic:
         from nnunet_vertkd.dataset_conversion.synthetic.case import make_case
