@@ -49,8 +49,12 @@ def test_real_samples_body_centres(verse_sample_dir):
     for rel in ("dataset-verse19training/derivatives/sub-verse004/sub-verse004",
                 "dataset-verse19test/derivatives/sub-verse012/sub-verse012"):
         arr, sp, ctd = _real(verse_sample_dir, rel)
-        body_d += distances(arr, sp, ctd, body_centroids(arr, sp))
-        com_d += distances(arr, sp, ctd, centroids_from_mask(arr))
+        b = distances(arr, sp, ctd, body_centroids(arr, sp))
+        c = distances(arr, sp, ctd, centroids_from_mask(arr))
+        print(f"{rel.split('/')[-1]}: body centre mean {np.mean(b):.2f} max {np.max(b):.2f} mm, centre of mass "
+              f"mean {np.mean(c):.2f} mm ({len(b)} vertebrae)")
+        body_d += b
+        com_d += c
     print(f"body centre: mean {np.mean(body_d):.2f} max {np.max(body_d):.2f} mm; "
           f"centre of mass: mean {np.mean(com_d):.2f} max {np.max(com_d):.2f} mm ({len(body_d)} vertebrae)")
     assert len(body_d) == 15
