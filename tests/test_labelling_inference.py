@@ -89,3 +89,14 @@ def test_cli_label_options(tmp_path, monkeypatch):
         return folder
     with pytest.raises(SystemExit, match="plans.json missing"):
         cli_support.make_label_mapping(args, "cpu", resolve)
+
+
+def test_labels_line_and_shipped_model():
+    from nnunet_vertkd.labelling import cli_support
+    info = {"vertebrae": [{"name": "T12", "probability": 0.91}, {"name": "L1", "probability": 0.88}],
+            "flags": ["low_confidence"]}
+    assert cli_support.labels_line(info) == "T12 0.91, L1 0.88 [low_confidence]"
+    mapping = cli_support.shipped_label_mapping("cpu")
+    if mapping is None:
+        pytest.skip("no label model shipped in this checkout")
+    assert mapping.needs_image and mapping.meta["role"] == "label"
