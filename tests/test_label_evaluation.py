@@ -100,3 +100,14 @@ def test_evaluate_cli_uses_labels_when_the_record_says_verse(tmp_path):
     c = json.loads((tmp_path / "o2" / "summary.json").read_text())["cases"]["sub-a"]
     assert c["match"] == "overlap" and c["id_rate"] is None and c["scan_shift"] is None
     assert c["localisation_rate"] == 1.0
+
+
+def test_record_found_for_case_names_ending_in_ct(tmp_path):
+    """vertkd_predict on sub-x_ct.nii.gz writes sub-x_ct.nii.gz + sub-x_ct_record.json; the case id is sub-x."""
+    _write(tmp_path / "ref" / "sub-x_seg-vert_msk.nii.gz", blocks([20, 21]))
+    _write(tmp_path / "pred" / "sub-x_ct.nii.gz", blocks([20, 21]))
+    (tmp_path / "pred" / "sub-x_ct_record.json").write_text(json.dumps({"labels": "verse"}))
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "-o", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    c = json.loads((tmp_path / "o" / "summary.json").read_text())["cases"]["sub-x"]
+    assert c["match"] == "label" and c["id_rate"] == 1.0 and c["scan_shift"] == 0

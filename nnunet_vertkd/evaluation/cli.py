@@ -32,12 +32,15 @@ class EvaluationInputError(ValueError):
 
 def prediction_label_kind(mask_path: str) -> Optional[str]:
     """'verse', 'sequential', ... from vertkd_predict's {case}_record.json beside the mask; None without one."""
-    rec = os.path.join(os.path.dirname(mask_path), case_id(mask_path) + "_record.json")
-    try:
-        with open(rec, encoding="utf-8") as f:
-            return json.load(f).get("labels")
-    except (OSError, ValueError, AttributeError):
-        return None
+    folder = os.path.dirname(mask_path)
+    # vertkd_predict writes {case}.nii.gz and {case}_record.json ({case} may end in _ct, which case_id strips)
+    for stem in (strip_ending(os.path.basename(mask_path)), case_id(mask_path)):
+        try:
+            with open(os.path.join(folder, stem + "_record.json"), encoding="utf-8") as f:
+                return json.load(f).get("labels")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def strip_ending(name: str) -> str:
