@@ -204,7 +204,8 @@ def segmentation_demo(args, out: Path) -> int:
     rows = []
     for name, tree in sets.items():
         ev = out / "evaluation" / name
-        evaluate_main(["-ref", str(tree), "-pred", str(preds[name]), "-o", str(ev), "--quiet"])
+        # segmentation quality: instances paired with the reference by overlap (whatever labels they carry)
+        evaluate_main(["-ref", str(tree), "-pred", str(preds[name]), "-o", str(ev), "--quiet", "--match", "overlap"])
         with open(ev / "summary.json", encoding="utf-8") as f:
             rows.append((name, summary_row(json.load(f)), ev))
     print("\n" + "=" * 100)
