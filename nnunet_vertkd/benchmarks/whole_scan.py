@@ -278,7 +278,7 @@ def add_loop_arguments(p) -> None:
 def run_loop(args, argv=None) -> int:
     import glob
     from nnunet_vertkd.benchmarks.efficiency import describe_machine, machine_info, run_child
-    from nnunet_vertkd.benchmarks.oracle_loop import default_sample_dir
+    from nnunet_vertkd.benchmarks.pipeline import real_sample_dir
     model, spine = args.model, args.spine_model
     if model is None or spine is None:
         from nnunet_vertkd import pretrained
@@ -286,10 +286,11 @@ def run_loop(args, argv=None) -> int:
         model, spine = model or m, spine or s
     threads = args.threads or machine_info()["cores_available"] or 1
     scans = []
-    if not args.no_real:
-        for ct in sorted(glob.glob(os.path.join(default_sample_dir(), "*", "rawdata", "*", "*_ct.nii.gz"))):
+    root = str(real_sample_dir() or "")
+    if not args.no_real and root:
+        for ct in sorted(glob.glob(os.path.join(root, "*", "rawdata", "*", "*_ct.nii.gz"))):
             case = os.path.basename(ct)[: -len("_ct.nii.gz")]
-            masks = glob.glob(os.path.join(default_sample_dir(), "*", "derivatives", case, "*_msk.nii.gz"))
+            masks = glob.glob(os.path.join(root, "*", "derivatives", case, "*_msk.nii.gz"))
             if masks and (not args.real or case in args.real):
                 scans.append((case, ct, masks[0]))
     work = Path(tempfile.mkdtemp(prefix="vertkd_loop_"))
