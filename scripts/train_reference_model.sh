@@ -35,13 +35,18 @@ export nnUNet_n_proc_DA=0
 VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 602 3d_fullres all -tr VertKDSpineTrainer_cpu4mm -device cpu > spine.log 2>&1 &
 SPINE=$!
 VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDTeacherTrainer_cpu2mm -device cpu > teacher.log 2>&1
-wait $SPINE
-VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm -device cpu > student.log 2>&1
+# the student distilled from the teacher, in parallel with the teacher's fine-tuning on the real cases
+VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDTeacherTrainer_cpu2mm_realFT -device cpu > teacher_ft.log 2>&1 &
+TEACHER_FT=$!
+VERTKD_NUM_THREADS=1 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm -device cpu > student.log 2>&1
+wait $SPINE $TEACHER_FT
+# the student fine-tuned on the real cases, distilled from the fine-tuned teacher: the shipped student
+VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm_realFT -device cpu > student_ft.log 2>&1
 
 # 3. export (network weights only + model cards)
 if [ "$EXPORT" = "--export" ]; then
   "$BIN/python" -m nnunet_vertkd.pretrained export \
-    --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm__nnUNetPlans__3d_fullres" \
+    --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm_realFT__nnUNetPlans__3d_fullres" \
     --spine "$nnUNet_results/Dataset602_VerSeSpine/VertKDSpineTrainer_cpu4mm__nnUNetPlans__3d_fullres" \
     --vertebra-raw "$nnUNet_raw/Dataset601_VerSeVertebrae" --spine-raw "$nnUNet_raw/Dataset602_VerSeSpine"
 fi
