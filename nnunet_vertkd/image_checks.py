@@ -19,6 +19,7 @@ Every function returns messages instead of raising, so each caller wraps them in
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import zlib
 from typing import List, Optional, Sequence, Tuple
@@ -154,3 +155,16 @@ def assumed_orientation_warning(warning: str, orientation: str) -> str:
     """The header warning with the orientation that was assumed."""
     return (f"{warning}; assumed {orientation} (ITK's default for such files: voxel axes i, j, k pointing to "
             f"{', '.join(orientation)}). Check that head and feet are not swapped")
+
+
+def folder_is_writable(folder: str) -> bool:
+    """True when a file can be created in the existing ``folder`` (tried: os.access is wrong for root and some
+    mounts). Used by the converter and the predictor before any work starts."""
+    probe = os.path.join(folder, f".vertkd_write_test{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+        return True
+    except OSError:
+        return False

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
+from nnunet_vertkd.image_checks import folder_is_writable as _writable  # module name patched in tests
 from nnunet_vertkd.interrupts import exit_130_on_interrupt, worker_initializer
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, nnunet_dataset_labels
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, DATASET_JSON_KEY
@@ -153,18 +154,6 @@ def _clean_staging(staging: str) -> None:
     """Roll back half-done commits of killed processes, then delete the staging folder."""
     recover_interrupted_commits(staging)
     shutil.rmtree(staging, ignore_errors=True)
-
-
-def _writable(folder: str) -> bool:
-    """True when a file can be created in ``folder`` (tried: os.access is wrong for root and some mounts)."""
-    probe = os.path.join(folder, f".vertkd_write_test{os.getpid()}")
-    try:
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-        return True
-    except OSError:
-        return False
 
 
 def _check_writable(folders: Sequence[str]) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import write_centroids
+from nnunet_vertkd.image_checks import folder_is_writable as _writable  # module name patched in tests
 from nnunet_vertkd.orientation import orientation_of
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -158,18 +159,6 @@ def check_output_folder(folder: str) -> None:
     if not _writable(existing):
         what = "write to the output folder" if existing == folder else f"create the output folder {folder} in"
         raise OutputFolderError(f"cannot {what} {existing}: permission denied (read-only?)")
-
-
-def _writable(folder: str) -> bool:
-    """True when a file can be created in ``folder`` (tried, since os.access is wrong for root and some mounts)."""
-    probe = os.path.join(folder, f".vertkd_write_test{os.getpid()}")
-    try:
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-        return True
-    except OSError:
-        return False
 
 
 _TMP = re.compile(r"^\..+\.tmp(\d+)(\.[A-Za-z0-9.]+)?$")
