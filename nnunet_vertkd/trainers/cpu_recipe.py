@@ -163,3 +163,19 @@ class VertKDStudentTrainer_cpu2mm_realFT(_RealFineTune, VertKDStudentTrainer_cpu
     from the fine-tuned teacher ``VertKDTeacherTrainer_cpu2mm_realFT``."""
     init_from_trainer = "VertKDStudentTrainer_cpu2mm"
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
+
+
+class VertKDTeacherTrainer_cpu2mm_realFT2(_RealFineTune, VertKDTeacherTrainer_cpu2mm):
+    """A second fine-tuning round: ``VertKDTeacherTrainer_cpu2mm_realFT`` trained 20 more epochs x 25 patches, half
+    of them from the real cases, learning rate 1e-4."""
+    init_from_trainer = "VertKDTeacherTrainer_cpu2mm_realFT"
+    num_epochs = 20
+    initial_lr = 1e-4
+
+
+class VertKDStudentTrainer_cpu2mm_realFT2(_RealFineTune, VertKDStudentTrainer_cpu2mm):
+    """A second fine-tuning round: ``VertKDStudentTrainer_cpu2mm_realFT`` trained 30 more epochs x 25 patches, half of
+    them from the real cases, distilled from the fine-tuned teacher ``VertKDTeacherTrainer_cpu2mm_realFT``."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT"
+    teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
+    num_epochs = 30
