@@ -40,7 +40,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "vertkd_make_synthetic=nnunet_vertkd.dataset_conversion.synthetic.cli:main",
+            "vertkd_make_synthetic=nnunet_vertkd.synthetic.cli:main",
             "vertkd_convert_verse=nnunet_vertkd.dataset_conversion.convert_verse:main",
             "vertkd_trainer_dir=nnunet_vertkd.ext_trainers_path:main",
             "vertkd_predict=nnunet_vertkd.inference.cli:main",

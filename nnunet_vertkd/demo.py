@@ -141,7 +141,7 @@ def segmentation_demo(args, out: Path) -> int:
     _step(1, 4, f"inputs: the embedded real VerSe scan sub-verse012 (held out from training)"
           + (f" + {args.synthetic_cases} synthetic scans (seed {args.synthetic_seed})" if args.synthetic_cases else ""))
     if args.synthetic_cases > 0:
-        from nnunet_vertkd.dataset_conversion.synthetic.verse_tree import write_synthetic_verse
+        from nnunet_vertkd.synthetic.verse_tree import write_synthetic_verse
         syn = out / "synthetic"
         if syn.exists():
             shutil.rmtree(syn)

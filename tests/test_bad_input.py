@@ -1,6 +1,6 @@
 """Issue 10, "Bad input and faults": every defect found by a hostile-but-fair user, one test each.
 
-Predictor (stand-in model of inference_helpers), converter (tiny VerSe trees) and evaluator (tiny masks); all
+Predictor (the stand-in model of tests/helpers/stand_in_model.py), converter (tiny VerSe trees) and evaluator (tiny masks); all
 fast. Signals sent to real processes are in test_fault_injection.py.
 """
 import json
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from helpers.bad_files import fake_dicom, patch_nifti1_header, truncate
-from helpers.verse_tree import lpi_arrays, tree_checksums, write_case
+from helpers.verse_files import lpi_arrays, tree_checksums, write_case
 from nnunet_vertkd.dataset_conversion import case_conversion, convert_verse as convert_module
 from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, convert_verse
 from nnunet_vertkd.evaluation import cli as eval_cli

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-import inference_helpers as h
-from helpers.verse_tree import write_case
+from helpers import stand_in_model as h
+from helpers.verse_files import write_case
 
 pytestmark = pytest.mark.slow
 

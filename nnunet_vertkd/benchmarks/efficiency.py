@@ -207,7 +207,7 @@ def make_default_plans(prepared: dict, workdir: Path, log=print) -> Path:
 
 def synthetic_scan(out_dir: Path, seed: int = 0, scale: float = 0.5) -> Optional[dict]:
     """Generate one synthetic VerSe case (vertkd_make_synthetic) for the benchmark; None when unavailable."""
-    cmd = [sys.executable, "-m", "nnunet_vertkd.dataset_conversion.synthetic.cli", str(out_dir), "--cases", "1",
+    cmd = [sys.executable, "-m", "nnunet_vertkd.synthetic.cli", str(out_dir), "--cases", "1",
            "--seed", str(seed), "--scale", str(scale)]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:

@@ -41,7 +41,7 @@ def _cases(args) -> List[tuple]:
         masks = sorted(glob.glob(os.path.join(real_sample_dir(), "*", "derivatives", "*", "*_msk.nii.gz")))
     cases = [(os.path.basename(m).split("_")[0], sitk.ReadImage(m)) for m in masks]
     if args.synthetic:
-        from nnunet_vertkd.dataset_conversion.synthetic.case import make_case
+        from nnunet_vertkd.synthetic.case import make_case
         for i in range(args.synthetic):
             variant = SYNTHETIC_VARIANTS[i % len(SYNTHETIC_VARIANTS)]
             _, mask, _ = make_case(1 + i, scale=1.0, fov="whole", spacing="iso1", variant=variant)

@@ -34,7 +34,7 @@ import numpy as np
 def whole_spine_scan(out_dir: Path, seed: int = 1, variant: str = "normal") -> dict:
     """A synthetic whole spine (C1-L5 for "normal"), adult size (scale 1.0), 1 mm isotropic, as VerSe files."""
     import SimpleITK as sitk
-    from nnunet_vertkd.dataset_conversion.synthetic.case import make_case
+    from nnunet_vertkd.synthetic.case import make_case
     out_dir.mkdir(parents=True, exist_ok=True)
     ct, mask, _ = make_case(seed, scale=1.0, fov="whole", spacing="iso1", variant=variant)
     ct_path, mask_path = out_dir / "whole_spine_ct.nii.gz", out_dir / "whole_spine_seg-vert_msk.nii.gz"

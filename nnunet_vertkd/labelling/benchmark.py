@@ -218,7 +218,7 @@ def write_variant_scans(out: str, seed: int = 2024, scale: float = 1.0,
     """Held-out synthetic scans for the labelling benchmark, every field of view with every variant (normal, T13,
     L6), written as a VerSe tree (OUT/rawdata, OUT/derivatives, centroid files = mask centres of mass)."""
     from nnunet_vertkd.centroids import write_centroids
-    from nnunet_vertkd.dataset_conversion.synthetic import make_case_with_info
+    from nnunet_vertkd.synthetic import make_case_with_info
     from nnunet_vertkd.orientation import orientation_of
     cases = []
     k = 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.inference import cli
 from nnunet_vertkd.inference.outputs import list_input_cases
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.inference.model_loading import PatchPredictor, available_folds, load_vertebra_model
 
 

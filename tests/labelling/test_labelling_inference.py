@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.centroids import read_centroids
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import SimpleITK as sitk
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.inference.spine_location import heuristic_spine_mask, to_preprocessed_space
 
 

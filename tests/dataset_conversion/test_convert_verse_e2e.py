@@ -21,8 +21,8 @@ def _tool(name):
 
 @pytest.mark.slow
 def test_synthetic_and_real_samples_to_preprocessed_1mm(tmp_path, nnunet_env):
-    if importlib.util.find_spec("nnunet_vertkd.dataset_conversion.synthetic.cli") is None:
-        pytest.skip("vertkd_make_synthetic (nnunet_vertkd.dataset_conversion.synthetic.cli) is not available")
+    if importlib.util.find_spec("nnunet_vertkd.synthetic.cli") is None:
+        pytest.skip("vertkd_make_synthetic (nnunet_vertkd.synthetic.cli) is not available")
     for tool in ("vertkd_make_synthetic", "vertkd_convert_verse", "nnUNetv2_plan_and_preprocess"):
         assert _tool(tool), f"console script {tool} not installed (pip install -e .)"
 

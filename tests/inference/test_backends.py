@@ -172,7 +172,7 @@ def test_not_exportable_falls_back_to_torch_on_auto(tmp_path):
 def test_nnunet_predictor_network_on_backend(backend, tmp_path):
     """The spine step: a stock nnUNetPredictor (tiny PlainConvUNet, two folds) on the backend gives nnU-Net's
     probabilities within the tolerance."""
-    import inference_helpers as h
+    from helpers import stand_in_model as h
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

@@ -174,7 +174,7 @@ def write_synthetic_verse(out: str, n_cases: int, seed: int = 0, scale: float = 
         from tqdm import tqdm
         it = tqdm(it, total=len(plans), desc="synthetic scans", unit="scan")
     records = list(it)
-    manifest = {"generator": "nnunet_vertkd.dataset_conversion.synthetic", "seed": seed, "scale": scale,
+    manifest = {"generator": "nnunet_vertkd.synthetic", "seed": seed, "scale": scale,
                 "n_cases": n_cases, "spacing": spacing, "cases": records}
     tmp = os.path.join(out, f".tmp{os.getpid()}_{MANIFEST}")
     with open(tmp, "w", encoding="utf-8") as f:

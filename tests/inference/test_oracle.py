@@ -50,7 +50,7 @@ def test_oracle_at_2mm_and_two_centres(verse_sample_dir, case):
 
 @pytest.fixture(scope="module")
 def whole_spines():
-    from nnunet_vertkd.dataset_conversion.synthetic.case import make_case
+    from nnunet_vertkd.synthetic.case import make_case
     out = {}
     for seed, variant in ((1, "normal"), (2, "T13"), (3, "L6")):
         _, mask, _ = make_case(seed, scale=1.0, fov="whole", spacing="iso1", variant=variant)

@@ -1,6 +1,6 @@
 """Geometry round trip: input grid -> nnU-Net preprocessed space -> instance mask on the input grid, voxel for voxel.
 
-Uses the stand-in vertebra model (tests/inference_helpers.py) on a phantom of bone blocks, resampled onto
+Uses the stand-in vertebra model (tests/helpers/stand_in_model.py) on a phantom of bone blocks, resampled onto
 oblique, anisotropic and differently oriented grids.
 """
 import math
@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.centroids import read_centroids
 from nnunet_vertkd.inference import geometry
 from nnunet_vertkd.orientation import orientation_of

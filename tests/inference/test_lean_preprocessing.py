@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import inference_helpers as h
+from helpers import stand_in_model as h
 from nnunet_vertkd.centroids import centroids_from_mask
 from nnunet_vertkd.inference import geometry, lean_preprocessing
 from nnunet_vertkd.inference.lean_preprocessing import resample_slabwise

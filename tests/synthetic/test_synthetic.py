@@ -12,9 +12,9 @@ from scipy import ndimage
 from nnunet_vertkd.centroids import centroids_from_mask, read_centroids
 from nnunet_vertkd.labels import VERSE_LABEL_NAMES, VERSE_LABELS_CRANIOCAUDAL
 from nnunet_vertkd.orientation import orientation_of
-from nnunet_vertkd.dataset_conversion.synthetic.case import make_case, make_case_with_info
-from nnunet_vertkd.dataset_conversion.synthetic.cli import main as cli_main
-from nnunet_vertkd.dataset_conversion.synthetic.verse_tree import (MANIFEST, SPLIT_FOLDERS, split_counts,
+from nnunet_vertkd.synthetic.case import make_case, make_case_with_info
+from nnunet_vertkd.synthetic.cli import main as cli_main
+from nnunet_vertkd.synthetic.verse_tree import (MANIFEST, SPLIT_FOLDERS, split_counts,
                                                                     write_synthetic_verse)
 
 SCALE = 0.4

@@ -12,7 +12,7 @@ from nnunet_vertkd.dataset_conversion import case_conversion
 from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, convert_verse, main
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET, nnunet_dataset_labels
 from nnunet_vertkd.orientation import orientation_of
-from helpers.verse_tree import lpi_arrays, tree_checksums, write_case
+from helpers.verse_files import lpi_arrays, tree_checksums, write_case
 
 V, S = "Dataset501_VerSeVertebrae", "Dataset502_VerSeSpine"
 

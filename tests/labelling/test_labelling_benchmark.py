@@ -2,7 +2,7 @@
 (partial scans starting and ending at any level), and the labelling cues of the generator's T13 / L6 variants."""
 import numpy as np
 
-from nnunet_vertkd.dataset_conversion.synthetic import make_case_with_info
+from nnunet_vertkd.synthetic import make_case_with_info
 from nnunet_vertkd.labelling.benchmark import oracle_instances
 
 
