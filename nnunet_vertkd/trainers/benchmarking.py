@@ -16,15 +16,11 @@ studyGPU    128^3 (data at 1 mm), 8 x 125               ``vertkd_benchmark study
 Names: ``{paper trainer}_{suffix}`` (e.g. ``VertKDStudentTrainer_T3_studyCPU``) and ``VertKDSpineTrainer_{suffix}``.
 Students distil from ``VertKDTeacherTrainer_{suffix}`` (T_S) of the same dataset/plans/fold. All variants switch
 off the trainers' iterative final validation (the study and the demo evaluate with ``vertkd_predict`` +
-``vertkd_evaluate``) and seed Python/NumPy/torch from ``$VERTKD_STUDY_SEED`` before nnU-Net builds the trainer.
+``vertkd_evaluate``) and seed Python/NumPy/torch from ``$VERTKD_STUDY_SEED`` (or ``$VERTKD_SEED``; not seeded when
+neither is set) before nnU-Net builds the trainer (``trainers/seeding.py``).
 ``STUDY_TRAINERS`` maps the paper's experiment ids (Table 2) to the base classes.
 """
-import os
-import random
-
-import numpy as np
-import torch
-
+from nnunet_vertkd.trainers.seeding import STUDY_SEED_ENV, SeededTrainerMixin
 from nnunet_vertkd.trainers.spine import VertKDSpineTrainer
 from nnunet_vertkd.trainers.student import (
     VertKDStudentTrainer, VertKDStudentTrainer_T3, VertKDStudentTrainer_T5, VertKDStudentTrainer_logits,
@@ -46,8 +42,8 @@ STUDY_TRAINERS = {
 TEACHER_IDS = ("T_B", "T_S")
 #: the teacher every distilled student uses (paper: T_S)
 DISTILLATION_TEACHER_ID = "T_S"
-#: environment variable read by every variant: seeds Python, NumPy and torch before nnU-Net's __init__
-SEED_ENV = "VERTKD_STUDY_SEED"
+#: environment variable set per study run: seeds Python, NumPy and torch before nnU-Net's __init__
+SEED_ENV = STUDY_SEED_ENV
 
 
 def trainer_name(paper_id: str, suffix: str) -> str:
@@ -68,18 +64,9 @@ def schedule(suffix: str) -> dict:
     return {n: getattr(cls, n) for n in names}
 
 
-class _SeedFromEnv:
-    """Seeds random / numpy / torch from $VERTKD_STUDY_SEED (if set) before the trainer is built, so that a
-    study seed changes initial weights, sampling and augmentation (single-process data loading)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        seed = os.environ.get(SEED_ENV, "").strip()
-        if seed:
-            random.seed(int(seed))
-            np.random.seed(int(seed))
-            torch.manual_seed(int(seed))
-        super().__init__(plans, configuration, fold, dataset_json, device)
+class _SeedFromEnv(SeededTrainerMixin):
+    """Seeded from ``$VERTKD_STUDY_SEED`` / ``$VERTKD_SEED`` when set, so that a study seed changes initial
+    weights, sampling and augmentation (single-process data loading); not seeded otherwise."""
 
 
 # ---------------------------------------------------------------------------------------------- schedules

@@ -6,9 +6,9 @@ the same 128 mm cube as the paper's 128^3 patch at 1 mm. Everything defined in m
 the final validation and of ``vertkd_predict`` are scaled to the preprocessed spacing
 (``IterativeSettings.scaled_to_spacing``), as for every trainer. The schedule is short (see the class
 attributes) with nnU-Net's poly learning-rate decay so that the short run ends converged, and the trainers seed
-Python, NumPy and torch from ``recipe_seed`` (or ``$VERTKD_SEED``) before nnU-Net builds anything.
+Python, NumPy and torch with 0 (or ``$VERTKD_SEED`` / ``$VERTKD_STUDY_SEED``) before nnU-Net builds anything.
 ``$VERTKD_NUM_THREADS`` limits torch's threads (nnUNetv2_train -device cpu uses every core), so that two
-trainings can share 2 cores without oversubscription.
+trainings can share 2 cores without oversubscription (``trainers/seeding.py``).
 
 The shipped reference model (``nnunet_vertkd/pretrained``, docs/pretrained.md) was trained with these classes:
 
@@ -19,38 +19,22 @@ The shipped reference model (``nnunet_vertkd/pretrained``, docs/pretrained.md) w
 Class attributes only below the mixins (configuration as data, docs/trainers.md).
 """
 import os
-import random
 
-import numpy as np
 import torch
 
 from nnunet_vertkd.trainers.common import unwrap_network
 from nnunet_vertkd.trainers.data.dataloader import labels_per_case
 from nnunet_vertkd.trainers.data.vertebra_sampling import RegionBalancedSampler
+from nnunet_vertkd.trainers.seeding import SeededTrainerMixin
 from nnunet_vertkd.trainers.spine import VertKDSpineTrainer
 from nnunet_vertkd.trainers.student import VertKDStudentTrainer, VertKDStudentTrainer_scratch
 from nnunet_vertkd.trainers.teacher import VertKDTeacherTrainer
 from nnunet_vertkd.trainers.teacher_discovery import find_teacher_checkpoint
 
-SEED_ENV = "VERTKD_SEED"
-THREADS_ENV = "VERTKD_NUM_THREADS"
 
-
-class _SeededCPU:
-    """Seeds random / numpy / torch (``$VERTKD_SEED`` or ``recipe_seed``) and applies ``$VERTKD_NUM_THREADS``
-    before nnU-Net's __init__."""
-    recipe_seed = 0
-
-    def __init__(self, plans: dict, configuration: str, fold, dataset_json: dict,
-                 device: torch.device = torch.device('cuda')):
-        seed = int(os.environ.get(SEED_ENV, "").strip() or self.recipe_seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        threads = os.environ.get(THREADS_ENV, "").strip()
-        if threads:
-            torch.set_num_threads(max(1, int(threads)))
-        super().__init__(plans, configuration, fold, dataset_json, device)
+class _SeededCPU(SeededTrainerMixin):
+    """Seeded with 0 unless a seed variable is set; ``$VERTKD_NUM_THREADS`` applied (``trainers/seeding.py``)."""
+    default_seed = 0
 
 
 class _CPU2mmSchedule:
