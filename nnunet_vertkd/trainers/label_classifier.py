@@ -42,6 +42,7 @@ from nnunet_vertkd.labelling.evidence import (N_CLASSES, VertebraLabelNet, extra
                                               patch_size_for, predict_probabilities, vertebra_centres)
 from nnunet_vertkd.trainers.common import (apply_class_settings, orientation_axes, save_checkpoint_with_vertkd,
                                            to_builtin, unwrap_network)
+from nnunet_vertkd.trainers.seeding import apply_threads_from_env
 
 #: vertebra labels of the consecutive dataset numbering
 MAX_LABEL = N_CLASSES
@@ -181,9 +182,7 @@ class VertKDLabelTrainer(nnUNetTrainer):
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_class_settings(self)
-        threads = os.environ.get("VERTKD_NUM_THREADS", "").strip()
-        if threads:  # nnUNetv2_train -device cpu uses every core; on a shared machine 1 thread is ~10x faster
-            torch.set_num_threads(max(1, int(threads)))
+        apply_threads_from_env()  # on a shared machine 1 thread is ~10x faster than every core
         self.superior_axis, self.superior_at_low_index, self.left_right_axis = orientation_axes(
             dataset_json, self.plans_manager)
         self.spacing_mm = tuple(float(s) for s in self.configuration_manager.spacing)
