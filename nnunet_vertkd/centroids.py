@@ -6,6 +6,9 @@ Format (VerSe ``_seg-subreg_ctd.json``): a JSON list whose first entry names the
 axes i, j, k (SimpleITK index order; NumPy arrays from SimpleITK are indexed [k, j, i]). Labels are VerSe
 labels unless a file says otherwise. Older files without a direction entry are accepted; entries with
 NaN coordinates are skipped.
+
+``transform_centroids`` carries such voxel coordinates from one image grid to another through physical space
+(the converter onto its resampled grid, the evaluator onto the reference grid).
 """
 import json
 import math
@@ -61,6 +64,16 @@ def write_centroids(path: str, direction: Sequence[str], centroids: Centroids) -
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=1)
     os.replace(tmp, path)
+
+
+def transform_centroids(centroids: Centroids, source_grid, target_grid) -> Centroids:
+    """Voxel coordinates (X=i, Y=j, Z=k) in ``source_grid`` -> physical point (mm) -> continuous voxel coordinates
+    in ``target_grid`` (both SimpleITK images; only their geometry is used)."""
+    out = {}
+    for label, xyz in centroids.items():
+        point = source_grid.TransformContinuousIndexToPhysicalPoint([float(c) for c in xyz])
+        out[label] = tuple(float(c) for c in target_grid.TransformPhysicalPointToContinuousIndex(point))
+    return out
 
 
 def centroids_from_mask(mask_kji: np.ndarray) -> Centroids:

@@ -7,15 +7,15 @@ superior-inferior axis with the most superior slice at index 0.
 
 nnU-Net may transpose arrays during preprocessing (``transpose_forward`` in the plans). The functions
 below find the axes in nnU-Net's preprocessed space from the orientation stored in dataset.json under
-``DATASET_JSON_KEY`` instead of assuming them.
+``DATASET_JSON_KEY`` (``nnunet_vertkd.model_contract``) instead of assuming them.
 """
 from typing import Sequence, Tuple
 
 import SimpleITK as sitk
 
+from nnunet_vertkd.model_contract import DATASET_JSON_KEY
+
 CANONICAL_ORIENTATION = "LPI"
-#: key in dataset.json under which the converter stores plugin metadata (orientation, label mapping, ...).
-DATASET_JSON_KEY = "vertkd"
 
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 

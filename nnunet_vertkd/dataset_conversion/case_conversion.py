@@ -23,9 +23,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_vertkd.centroids import CentroidFileError, centroids_from_mask, read_centroids, write_centroids
-from nnunet_vertkd.image_checks import (assumed_orientation_warning, geometry_problems, is_nifti,
-                                        nifti_header_problems, nifti_truncation_problem)
+from nnunet_vertkd.centroids import (CentroidFileError, centroids_from_mask, read_centroids,
+                                     transform_centroids, write_centroids)
+from nnunet_vertkd.image_checks import geometry_problems
+from nnunet_vertkd.image_io import ImageReadError, scalar_3d_problem
+from nnunet_vertkd.image_io import read_image as read_checked_image
 from nnunet_vertkd.labels import DROPPED_VERSE_LABELS, NNUNET_TO_VERSE, VERSE_TO_NNUNET, classify_verse_labels
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, orientation_of, to_canonical
 
@@ -73,42 +75,21 @@ class CaseResult:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def check_nifti_complete(path: str, what: str) -> None:
-    """ITK reads truncated .nii.gz files without complaint (missing voxels filled in), so check ourselves:
-    the gzip stream must be complete and hold at least vox_offset + all voxel bytes (NIfTI-1/2 header)."""
-    problem = nifti_truncation_problem(path)
-    if problem:
-        raise CaseError(f"{path}: cannot read {what} ({problem})")
-
-
 def read_image(path: str, what: str, warnings: Optional[List[str]] = None) -> sitk.Image:
-    """Read a 3D image; unreadable, truncated or non-3D files and impossible geometry (see
-    ``nnunet_vertkd.image_checks``: zero/negative/absurd spacing, singular direction, a single slice) raise
-    CaseError naming the file. Accepted oddities (no qform/sform) are appended to ``warnings``."""
-    if not os.path.isfile(path):
-        raise CaseError(f"{path}: {what} file does not exist")
-    header_warnings: List[str] = []
-    if is_nifti(path):
-        check_nifti_complete(path, what)
-        problems, header_warnings = nifti_header_problems(path)
-        if problems:
-            raise CaseError(f"{path}: {what}: " + "; ".join(problems))
+    """Read a 3D image (``nnunet_vertkd.image_io.read_image``); unreadable, truncated or non-3D files and
+    impossible geometry (see ``nnunet_vertkd.image_checks``: zero/negative/absurd spacing, singular direction, a
+    single slice) raise CaseError naming the file. Accepted oddities (no qform/sform) are appended to
+    ``warnings``."""
     try:
-        image = sitk.ReadImage(path)
-        sitk.GetArrayViewFromImage(image)  # forces the pixel data to be there
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
-        raise CaseError(f"{path}: cannot read {what} (unreadable or truncated file: {detail[:200]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"{path}: {what} is not a 3D single-channel image "
-                        f"(dimension {image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} components)")
-    problems = geometry_problems(image.GetSize(), image.GetSpacing(), image.GetDirection())
+        image, header_warnings = read_checked_image(path)
+    except ImageReadError as e:
+        raise CaseError(f"{what}: {e}") from None
+    not_3d = scalar_3d_problem(image)
+    problems = [not_3d] if not_3d else geometry_problems(image.GetSize(), image.GetSpacing(), image.GetDirection())
     if problems:
         raise CaseError(f"{path}: {what}: " + "; ".join(problems))
     if warnings is not None:
-        warnings.extend(f"{path}: " + (assumed_orientation_warning(w, orientation_of(image)) if "qform" in w else w)
-                        for w in header_warnings)
+        warnings.extend(f"{path}: {w}" for w in header_warnings)
     return image
 
 
@@ -201,16 +182,6 @@ def _smooth_for_downsampling(ct: sitk.Image, target_mm: float) -> sitk.Image:
 
 
 # ------------------------------------------------------------------------------------------- centroids
-def transform_centroids(centroids: Dict[int, Tuple[float, float, float]], source_grid: sitk.Image,
-                        target: sitk.Image) -> Dict[int, Tuple[float, float, float]]:
-    """Voxel coordinates (X=i, Y=j, Z=k) in ``source_grid`` -> physical space -> voxel coordinates in ``target``."""
-    out = {}
-    for label, xyz in centroids.items():
-        point = source_grid.TransformContinuousIndexToPhysicalPoint([float(c) for c in xyz])
-        out[label] = tuple(float(c) for c in target.TransformPhysicalPointToContinuousIndex(point))
-    return out
-
-
 def carry_centroids(ctd_path: Optional[str], source_mask: sitk.Image, out_mask: sitk.Image,
                     out_mask_kji: np.ndarray, warnings: List[str]) -> Tuple[Dict[int, Tuple[float, float, float]], str]:
     """Centroids (VerSe labels, voxel coordinates of the written label grid) and where they came from.

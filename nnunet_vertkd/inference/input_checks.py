@@ -1,26 +1,26 @@
 """Checks on input CT images before inference; each failure is an ``InputError`` naming the case.
 
 Rejected (the batch goes on with the next case, nothing is written for this one):
-missing, unreadable or truncated file; impossible NIfTI header (zero/negative voxel size, singular sform; see
-``nnunet_vertkd.image_checks``); not a 3D scalar image (2D, 4D, vector/RGB, or a 3D image with a single slice);
-empty image; constant image; NaN or infinite voxels; absurd spacing (< ``MIN_SPACING_MM`` or >
-``MAX_SPACING_MM`` on any axis); a singular or non-orthonormal direction matrix; intensities that are not Hounsfield units (maximum < ``MIN_MAX_HU``, or
-all values in [0, 1] or [0, 255]); and, later in the pipeline, no spine found.
+missing, unreadable or truncated file; impossible NIfTI header (zero/negative voxel size, singular sform; read
+by ``nnunet_vertkd.image_io.read_image`` with the checks of ``nnunet_vertkd.image_checks``); not a 3D scalar
+image (2D, 4D, vector/RGB, or a 3D image with a single slice); empty image; constant image; NaN or infinite
+voxels; absurd spacing (< ``MIN_SPACING_MM`` or > ``MAX_SPACING_MM`` on any axis); a singular or
+non-orthonormal direction matrix; intensities that are not Hounsfield units (maximum < ``MIN_MAX_HU``, or all
+values in [0, 1] or [0, 255]); and, later in the pipeline, no spine found.
 Warned about (recorded under "input_warnings"): no qform/sform in a NIfTI header (the assumed orientation is
 named), intensities without air or above 10000.
 """
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.image_checks import (MAX_SPACING_MM, MIN_SIZE_VOXELS, MIN_SPACING_MM,  # noqa: F401
-                                        assumed_orientation_warning, geometry_problems, is_nifti,
-                                        nifti_header_problems, nifti_truncation_problem)
-from nnunet_vertkd.orientation import orientation_of
+                                        geometry_problems, is_nifti)
+from nnunet_vertkd.image_io import ImageReadError, scalar_3d_problem
+from nnunet_vertkd.image_io import read_image as read_checked_image
 
 #: a CT in HU always holds bone (> 100 HU); a lower maximum means another unit or an empty scan
 MIN_MAX_HU = 100.0
@@ -38,29 +38,14 @@ class InputError(ValueError):
 
 
 def read_image(path: str, case: str) -> sitk.Image:
-    """Read ``path`` with SimpleITK; missing, unreadable or truncated files and impossible NIfTI headers become
-    InputError. Accepted header oddities (no qform/sform) are kept with the image (``header_warnings``)."""
-    if not os.path.exists(path):
-        raise InputError(case, f"file not found: {path}")
-    if not os.path.isfile(path):
-        raise InputError(case, f"not a file: {path}")
-    warnings = []
-    if is_nifti(path):
-        problem = nifti_truncation_problem(path)
-        if problem:
-            raise InputError(case, f"cannot read {path}: {problem}; SimpleITK would fill the missing voxels "
-                                   f"silently")
-        problems, warnings = nifti_header_problems(path)
-        if problems:
-            raise InputError(case, f"{path}: " + "; ".join(problems))
+    """Read ``path`` (``nnunet_vertkd.image_io.read_image``); missing, unreadable or truncated files and impossible
+    NIfTI headers become InputError. Accepted header oddities (no qform/sform) are kept with the image
+    (``header_warnings``)."""
     try:
-        image = sitk.ReadImage(path)
-    except Exception as e:  # SimpleITK raises RuntimeError with a long message
-        raise InputError(case, f"cannot read {path}: not a readable image file (corrupt, truncated or not an "
-                               f"image)") from e
+        image, warnings = read_checked_image(path)
+    except ImageReadError as e:
+        raise InputError(case, str(e)) from None
     check_nifti_nans(path, case)
-    if warnings and image.GetDimension() == 3:
-        warnings = [assumed_orientation_warning(w, orientation_of(image)) if "qform" in w else w for w in warnings]
     if warnings:
         image.SetMetaData(WARNINGS_KEY, json.dumps(warnings))
     return image
@@ -75,7 +60,7 @@ def header_warnings(image: sitk.Image) -> list:
 
 def check_nifti_nans(path: str, case: str) -> None:
     """SimpleITK's NIfTI reader turns NaN voxels into 0 silently; look at the stored values of float NIfTI."""
-    if not (path.endswith(".nii") or path.endswith(".nii.gz")):
+    if not is_nifti(path):
         return
     try:
         import nibabel
@@ -91,12 +76,9 @@ def check_nifti_nans(path: str, case: str) -> None:
 
 
 def check_geometry(image: sitk.Image, case: str) -> None:
-    dim = image.GetDimension()
-    if dim != 3:
-        raise InputError(case, f"expected a 3D CT volume, got a {dim}D image of size {image.GetSize()}")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(case, f"expected a scalar 3D CT volume, got {image.GetNumberOfComponentsPerPixel()} "
-                               f"components per voxel (a 4D or colour image?)")
+    not_3d = scalar_3d_problem(image)
+    if not_3d:
+        raise InputError(case, not_3d)
     size = image.GetSize()
     if min(size) == 0:
         raise InputError(case, f"empty image (size {size})")

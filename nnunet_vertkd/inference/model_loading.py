@@ -18,7 +18,8 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json, subdirs
 
 from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
-from nnunet_vertkd.orientation import (CANONICAL_ORIENTATION, DATASET_JSON_KEY, left_right_axis, superior_axis)
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY, DATASET_JSON_KEY
+from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, left_right_axis, superior_axis
 
 VERTEBRA_INPUT_CHANNELS = 2
 VERTEBRA_OUTPUT_CHANNELS = 1
@@ -118,7 +119,7 @@ def load_vertebra_model(model_folder: str, use_folds: Optional[Sequence[Union[in
         net.eval().to(device)
         networks.append(net)
 
-    meta = dict(first.get("vertkd") or {})
+    meta = dict(first.get(CHECKPOINT_KEY) or {})
     patch_size = tuple(int(p) for p in (meta.get("patch_size") or configuration_manager.patch_size))
     orientation = (dataset_json.get(DATASET_JSON_KEY) or {}).get("orientation", CANONICAL_ORIENTATION)
     transpose = plans_manager.transpose_forward

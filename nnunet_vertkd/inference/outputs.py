@@ -1,6 +1,7 @@
 """Input case lists and per-case output files (written atomically, all or nothing).
 
-Per case ``{case}`` (the input's name without its image ending and without nnU-Net's ``_0000`` channel suffix):
+Per case ``{case}`` (the input's name without its image ending and without nnU-Net's ``_0000`` channel suffix,
+``nnunet_vertkd.image_io.case_name``):
 
 * ``{case}.nii.gz`` (``.nii`` if the input was ``.nii``): instance mask on the input's grid, labels 1..N.
 * ``{case}_ctd.json``: VerSe-format centroids (direction = input's orientation letters, voxel indices).
@@ -24,26 +25,8 @@ import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import write_centroids
 from nnunet_vertkd.image_checks import folder_is_writable as _writable  # module name patched in tests
+from nnunet_vertkd.image_io import IMAGE_ENDINGS, case_name, split_ending
 from nnunet_vertkd.orientation import orientation_of
-
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
-_CHANNEL = re.compile(r"_(\d{4})$")
-
-
-def split_ending(name: str) -> Tuple[str, str]:
-    for e in IMAGE_ENDINGS:
-        if name.endswith(e):
-            return name[:-len(e)], e
-    return name, ""
-
-
-def case_name(path: str) -> Tuple[str, Optional[int]]:
-    """(case, channel) from a file name: 'a_0000.nii.gz' -> ('a', 0); 'a.nii.gz' -> ('a', None)."""
-    stem, _ = split_ending(os.path.basename(path))
-    m = _CHANNEL.search(stem)
-    if m:
-        return stem[:m.start()], int(m.group(1))
-    return stem, None
 
 
 def list_input_cases(list_of_files_or_folder: Union[str, Sequence[str]]

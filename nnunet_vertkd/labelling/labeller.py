@@ -28,6 +28,7 @@ from nnunet_vertkd.inference import geometry
 from nnunet_vertkd.labelling.decoder import DEFAULT_P_L6, DEFAULT_P_T13, N_STATES, decode_labels
 from nnunet_vertkd.labelling.evidence import (VertebraLabelNet, extract_patch, likelihood_prior,
                                               predict_probabilities, vertebra_centres)
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.orientation import orientation_from_dataset_json, orientation_of
 
 
@@ -70,7 +71,7 @@ class AnatomicalLabeller:
                 ckpt = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:  # noqa: BLE001 - the message names the file
                 raise LabelModelError(f"cannot load label checkpoint {path}: {e}") from e
-            meta = ckpt.get("vertkd") or {}
+            meta = ckpt.get(CHECKPOINT_KEY) or {}
             if meta.get("role") != "label":
                 raise LabelModelError(f"{path} is not a label model (vertkd role {meta.get('role')!r})")
             net = VertebraLabelNet(2, N_STATES, meta["features"], meta.get("dropout", 0.0))

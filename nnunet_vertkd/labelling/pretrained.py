@@ -20,15 +20,16 @@ from typing import List, Optional
 import torch
 
 from nnunet_vertkd.labelling.cli_support import SHIPPED_LABEL_MODEL
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 
-KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", "vertkd",
+KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", CHECKPOINT_KEY,
              "current_epoch")
 
 
 def export(model_folder: str, fold: str, out: str = SHIPPED_LABEL_MODEL, note: str = "") -> str:
     src = os.path.join(model_folder, f"fold_{fold}", "checkpoint_final.pth")
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    if (ckpt.get("vertkd") or {}).get("role") != "label":
+    if (ckpt.get(CHECKPOINT_KEY) or {}).get("role") != "label":
         raise SystemExit(f"{src} is not a label model")
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)

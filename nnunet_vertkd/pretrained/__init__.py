@@ -26,13 +26,15 @@ import shutil
 import sys
 from typing import List, Optional
 
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
+
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 VERTEBRA_FOLDER = os.path.join(PRETRAINED_DIR, "student")
 SPINE_FOLDER = os.path.join(PRETRAINED_DIR, "spine")
 FOLD = "all"
 CHECKPOINT = "checkpoint_final.pth"
 #: checkpoint keys kept in the shipped files (what load_vertebra_model and nnUNetPredictor read)
-KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", "vertkd",
+KEPT_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", CHECKPOINT_KEY,
              "current_epoch")
 
 
@@ -160,7 +162,7 @@ def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name
         info.update(training_data(raw_dataset_folder))
     info["configuration"] = (ckpt.get("init_args") or {}).get("configuration")
     info["parameters"] = int(sum(v.numel() for v in slim["network_weights"].values()))
-    info["vertkd"] = ckpt.get("vertkd")
+    info[CHECKPOINT_KEY] = ckpt.get(CHECKPOINT_KEY)
     with open(os.path.join(dest, "model_card.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1, default=str)
     return dest

@@ -1,5 +1,5 @@
 """Pieces shared by the vertebra and spine trainers: orientation of the preprocessed arrays, class-attribute
-settings, and checkpoints carrying the plugin's 'vertkd' entry (CONTRACT.md, model contract)."""
+settings, and checkpoints carrying the plugin's 'vertkd' entry (``nnunet_vertkd.model_contract``)."""
 from __future__ import annotations
 
 from typing import Iterable, Tuple
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch._dynamo import OptimizedModule
 
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.orientation import left_right_axis, orientation_from_dataset_json, superior_axis
 
 #: nnU-Net sets these as instance attributes in nnUNetTrainer.__init__; our trainers declare them as class
@@ -62,7 +63,7 @@ def save_checkpoint_with_vertkd(trainer, filename: str, vertkd_entry: dict, extr
         "init_args": trainer.my_init_kwargs,
         "trainer_name": trainer.__class__.__name__,
         "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
-        "vertkd": vertkd_entry,
+        CHECKPOINT_KEY: vertkd_entry,
     }
     if extra:
         checkpoint.update(extra)

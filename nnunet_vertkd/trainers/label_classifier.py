@@ -40,6 +40,7 @@ from nnunet_vertkd.ct_padding import normalised_air_value
 from nnunet_vertkd.labelling.decoder import STATES, decode_labels
 from nnunet_vertkd.labelling.evidence import (N_CLASSES, VertebraLabelNet, extract_patch, likelihood_prior,
                                               patch_size_for, predict_probabilities, vertebra_centres)
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.trainers.common import (apply_class_settings, orientation_axes, save_checkpoint_with_vertkd,
                                            to_builtin, unwrap_network)
 from nnunet_vertkd.trainers.seeding import apply_threads_from_env
@@ -305,7 +306,7 @@ class VertKDLabelTrainer(nnUNetTrainer):
         ckpt = filename_or_checkpoint
         if isinstance(ckpt, str):
             ckpt = torch.load(ckpt, map_location=self.device, weights_only=False)
-        prior = (ckpt.get("vertkd") or {}).get("label_prior")
+        prior = (ckpt.get(CHECKPOINT_KEY) or {}).get("label_prior")
         if prior is not None:
             self.label_prior = np.asarray(prior)
 

@@ -37,6 +37,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.trainers.common import save_checkpoint_with_vertkd, unwrap_network
 from nnunet_vertkd.trainers.losses.multi_teacher import (
     adaptive_teacher_weights, feature_adapter, mid_loss_per_sample, multi_teacher_kl_loss, weighted_teacher_mean)
@@ -450,7 +451,7 @@ class MultiTeacherDistillationMixin:
 
     def vertkd_checkpoint_entry(self) -> dict:
         entry = super().vertkd_checkpoint_entry()
-        entry["teachers"] = [{k: v for k, v in info.items() if k != "vertkd"} for info in self.teacher_infos]
+        entry["teachers"] = [{k: v for k, v in info.items() if k != CHECKPOINT_KEY} for info in self.teacher_infos]
         entry["multi_teacher"] = {
             "weighting": self.mt_weighting, "alpha": self.mt_alpha, "beta": self.mt_beta,
             "temperature": self.kd_temperature, "kl_direction": self.mt_kl_direction,

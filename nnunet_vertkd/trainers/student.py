@@ -13,10 +13,11 @@ import os
 
 import torch
 
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY, PLANS_KEY
 from nnunet_vertkd.trainers.losses.distillation import logit_matching_loss, soft_output_kd_loss
 from nnunet_vertkd.trainers.network import STUDENT_FEATURES
 from nnunet_vertkd.trainers.teacher_discovery import (
-    DEFAULT_TEACHER_TRAINER, PLANS_KEY, find_teacher_checkpoint, load_teacher_network)
+    DEFAULT_TEACHER_TRAINER, find_teacher_checkpoint, load_teacher_network)
 from nnunet_vertkd.trainers.vertkd_trainer import VertKDTrainerBase
 
 
@@ -40,7 +41,7 @@ class VertKDStudentTrainer(VertKDTrainerBase):
                                        self.teacher_trainer_name,
                                        plans_teacher=self.plans_manager.plans.get(PLANS_KEY))
         self.teacher, self.teacher_info = load_teacher_network(path, self.device)
-        t_patch = (self.teacher_info.get("vertkd") or {}).get("patch_size")
+        t_patch = (self.teacher_info.get(CHECKPOINT_KEY) or {}).get("patch_size")
         self.print_to_log_file(f"Teacher: {path} (trainer {self.teacher_info['trainer_name']}, epoch "
                                f"{self.teacher_info['epoch']}, patch {t_patch}); distillation "
                                f"{self.distillation}, T={self.kd_temperature}, kd_weight={self.kd_weight}")

@@ -23,8 +23,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY, PLANS_KEY
+
 TEACHER_ENV = "VERTKD_TEACHER"
-PLANS_KEY = "vertkd_teacher"
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 DEFAULT_TEACHER_TRAINER = "VertKDTeacherTrainer"
 
@@ -124,5 +125,5 @@ def load_teacher_network(checkpoint_path, device: torch.device) -> Tuple[nn.Modu
     for p in network.parameters():
         p.requires_grad_(False)
     info = {"checkpoint": str(checkpoint_path), "trainer_name": trainer_name,
-            "epoch": int(checkpoint.get("current_epoch", -1)), "vertkd": checkpoint.get("vertkd")}
+            "epoch": int(checkpoint.get("current_epoch", -1)), CHECKPOINT_KEY: checkpoint.get(CHECKPOINT_KEY)}
     return network, info

@@ -28,6 +28,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_vertkd.ct_padding import normalised_air_value
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.trainers.common import (
     apply_class_settings, orientation_axes, save_checkpoint_with_vertkd, to_builtin)
 from nnunet_vertkd.trainers.data.dataloader import VertKDDataLoader
@@ -368,7 +369,7 @@ class VertKDTrainerBase(nnUNetTrainer):
             "distillation": self.distillation,
         }
         if self.teacher_info is not None:
-            entry["teacher"] = {k: v for k, v in self.teacher_info.items() if k != "vertkd"}
+            entry["teacher"] = {k: v for k, v in self.teacher_info.items() if k != CHECKPOINT_KEY}
         return to_builtin(entry)
 
     def save_checkpoint(self, filename: str) -> None:
