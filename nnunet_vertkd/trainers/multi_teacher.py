@@ -194,8 +194,8 @@ class MultiTeacherDistillationMixin:
     mt_region_contrast = True
     #: 1x1x1 adapters on the student's feature maps where the channel counts differ
     mt_adapters = True
-    kd_temperature = 4.0
-    kd_weight = 1.0  # the KD term is already mt_alpha * Mid + mt_beta * KL
+    # kd_temperature (T of the KL) and kd_weight (1: the KD term is already mt_alpha * Mid + mt_beta * KL) are
+    # VertKDTrainerBase's
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):

@@ -33,9 +33,11 @@ from nnunet_vertkd.trainers.common import (
     apply_class_settings, orientation_axes, save_checkpoint_with_vertkd, to_builtin)
 from nnunet_vertkd.trainers.data.dataloader import VertKDDataLoader
 from nnunet_vertkd.trainers.data.transforms import AugmentationSettings
+from nnunet_vertkd.trainers.data.vertebra_sampling import MEMORY_CLEANING_PROBABILITY
 from nnunet_vertkd.trainers.losses.distillation import total_kd_loss
 from nnunet_vertkd.trainers.losses.lessmann import (
-    deep_supervision_loss, fp_weight_schedule, lessmann_loss_from_logits, nnunet_deep_supervision_weights)
+    FP_WEIGHT_END, FP_WEIGHT_START, GAMMA, SIGMA_MM, deep_supervision_loss, fp_weight_schedule,
+    lessmann_loss_from_logits, nnunet_deep_supervision_weights)
 from nnunet_vertkd.trainers.network import (
     TEACHER_FEATURES, VertKDUNet, build_planned_network_with_memory, deep_supervision_scales)
 
@@ -92,29 +94,29 @@ class VertKDTrainerBase(nnUNetTrainer):
     # ---------------- data processing (paper: "problem-specific data processing") ----------------
     use_data_processing = True
     region_balancing = True
-    memory_cleaning_probability = 1.0 / 3.0
+    memory_cleaning_probability = MEMORY_CLEANING_PROBABILITY
     #: maximum random translation of the patch centre from the target centroid, as a fraction of the patch
     max_translation_fraction = 0.5  # paper: +-64 voxels for 128^3
-    # ---------------- augmentation ----------------
-    rotation_deg = 20.0
-    p_rotation = 0.5
-    zoom_superior_inferior = 0.3
-    zoom_other = 0.2
-    p_zoom = 0.5
-    intensity_scale = (0.75, 1.25)
-    p_intensity_scale = 0.5
-    intensity_shift = (-0.25, 0.25)
-    p_intensity_shift = 0.5
-    noise_variance = (0.0, 0.1)
-    p_noise = 0.2
-    blur_sigma = (0.5, 1.0)
-    p_blur = 0.2
-    p_mirror_left_right = 0.5
-    # ---------------- loss ----------------
-    border_gamma = 8.0
-    border_sigma_mm = 6.0
-    fp_weight_start = 0.1
-    fp_weight_end = 1.0
+    # ---------------- augmentation (values defined once: data.transforms.AugmentationSettings) ----------------
+    rotation_deg = AugmentationSettings.rotation_deg
+    p_rotation = AugmentationSettings.p_rotation
+    zoom_superior_inferior = AugmentationSettings.zoom_superior_inferior
+    zoom_other = AugmentationSettings.zoom_other
+    p_zoom = AugmentationSettings.p_zoom
+    intensity_scale = AugmentationSettings.intensity_scale
+    p_intensity_scale = AugmentationSettings.p_intensity_scale
+    intensity_shift = AugmentationSettings.intensity_shift
+    p_intensity_shift = AugmentationSettings.p_intensity_shift
+    noise_variance = AugmentationSettings.noise_variance
+    p_noise = AugmentationSettings.p_noise
+    blur_sigma = AugmentationSettings.blur_sigma
+    p_blur = AugmentationSettings.p_blur
+    p_mirror_left_right = AugmentationSettings.p_mirror_left_right
+    # ---------------- loss (the values are defined once, in losses.lessmann) ----------------
+    border_gamma = GAMMA
+    border_sigma_mm = SIGMA_MM
+    fp_weight_start = FP_WEIGHT_START
+    fp_weight_end = FP_WEIGHT_END
     # ---------------- optimisation (nnU-Net names) ----------------
     optimizer_name = "adam"
     adam_betas = (0.9, 0.999)

@@ -122,3 +122,18 @@ def test_logit_students_train_without_ground_truth(name, uses_gt):
         assert torch.allclose(total, kd) and seg.item() > 0
         total.backward()  # the gradient comes from the teacher match only
         assert obj.network.weight.grad is not None
+
+
+def test_defaults_are_defined_once():
+    """The base trainer's augmentation, loss and sampling defaults are the modules' own (one place each)."""
+    from dataclasses import asdict
+    from nnunet_vertkd.trainers.data.transforms import AugmentationSettings
+    from nnunet_vertkd.trainers.data.vertebra_sampling import MEMORY_CLEANING_PROBABILITY
+    from nnunet_vertkd.trainers.losses import lessmann
+    base = trainers.VertKDTrainerBase
+    assert {n: getattr(base, n) for n in asdict(AugmentationSettings())} == asdict(AugmentationSettings())
+    assert (base.border_gamma, base.border_sigma_mm, base.fp_weight_start, base.fp_weight_end) == (
+        lessmann.GAMMA, lessmann.SIGMA_MM, lessmann.FP_WEIGHT_START, lessmann.FP_WEIGHT_END)
+    assert base.memory_cleaning_probability == MEMORY_CLEANING_PROBABILITY
+    # a variant still changes a default with one class attribute
+    assert trainers.VertKDTeacherTrainer_cpu2mm.blur_sigma == (0.25, 0.5)

@@ -27,8 +27,10 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunet_vertkd.trainers.data.transforms import (
     AugmentationSettings, VertebraSpatialAugmentation, draw_affine, intensity_and_mirror_transforms)
 from nnunet_vertkd.trainers.data.vertebra_sampling import (
-    RegionBalancedSampler, VertebraPatchPlacement, target_voxel_coordinates, vertebra_labels_from_properties)
-from nnunet_vertkd.trainers.losses.lessmann import border_weight_map, downsample_for_deep_supervision
+    MEMORY_CLEANING_PROBABILITY, RegionBalancedSampler, VertebraPatchPlacement, target_voxel_coordinates,
+    vertebra_labels_from_properties)
+from nnunet_vertkd.trainers.losses.lessmann import (
+    GAMMA, SIGMA_MM, border_weight_map, downsample_for_deep_supervision)
 
 
 def labels_per_case(dataset) -> Dict[str, List[int]]:
@@ -45,11 +47,11 @@ def labels_per_case(dataset) -> Dict[str, List[int]]:
 class VertKDDataLoader(nnUNetDataLoader):
     def __init__(self, data, batch_size: int, patch_size: Sequence[int], label_manager,
                  superior_axis: int, superior_at_low_index: bool, left_right_axis: Optional[int],
-                 spacing_mm: Sequence[float], memory_cleaning_probability: float = 1.0 / 3.0,
+                 spacing_mm: Sequence[float], memory_cleaning_probability: float = MEMORY_CLEANING_PROBABILITY,
                  balance_regions: bool = True, max_translation_voxels: Sequence[float] = (64, 64, 64),
                  augment: bool = True, augmentation: Optional[AugmentationSettings] = None,
-                 deep_supervision_scales: Optional[Sequence] = None, border_gamma: float = 8.0,
-                 border_sigma_mm: float = 6.0, ct_pad_value: Optional[float] = None):
+                 deep_supervision_scales: Optional[Sequence] = None, border_gamma: float = GAMMA,
+                 border_sigma_mm: float = SIGMA_MM, ct_pad_value: Optional[float] = None):
         patch_size = tuple(int(p) for p in patch_size)
         super().__init__(data, batch_size, patch_size, patch_size, label_manager,
                          oversample_foreground_percent=0.0, transforms=None)

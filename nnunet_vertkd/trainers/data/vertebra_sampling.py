@@ -39,6 +39,8 @@ from nnunet_vertkd.labels import REGIONS, region_of_nnunet_label
 
 #: highest consecutive vertebra label (L6)
 MAX_VERTEBRA_LABEL = 26
+#: probability that a training sample gets an empty memory (paper: about 1/3)
+MEMORY_CLEANING_PROBABILITY = 1.0 / 3.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class VertebraPatchPlacement:
     """
 
     def __init__(self, patch_size: Sequence[int], superior_axis: int, superior_at_low_index: bool,
-                 memory_cleaning_probability: float = 1.0 / 3.0,
+                 memory_cleaning_probability: float = MEMORY_CLEANING_PROBABILITY,
                  max_translation_voxels: Sequence[float] = (64, 64, 64)):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.superior_axis = int(superior_axis)
