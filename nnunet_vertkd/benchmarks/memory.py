@@ -34,41 +34,12 @@ from typing import List, Optional
 
 import numpy as np
 
-STANDIN_TRAINER = "VertKDMemoryStandInTrainer"
-STANDIN_SOURCE = '''
-import torch
-from torch import nn
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunet_vertkd.benchmarks.process_resources import rss_of_process_kb
+from nnunet_vertkd.benchmarks.stand_in_model import make_standin_vertebra_model, make_untrained_spine_model
+from nnunet_vertkd.command_line import InputError, add_threads_option, command
 
-
-class TopmostBoneSlab(nn.Module):
-    """(B, 2, X, Y, Z) -> (B, 1, X, Y, Z) logits: the topmost slab of bone (axis 0) not yet in memory."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        mask = (x[:, 0] > 0.3) & (x[:, 1] < 0.5)
-        keep = torch.zeros_like(mask)
-        for b in range(x.shape[0]):
-            rows = mask[b].flatten(1).any(1)
-            idx = torch.nonzero(rows).flatten()
-            if idx.numel() == 0:
-                continue
-            start = end = int(idx[0])
-            while end < rows.numel() and bool(rows[end]):
-                end += 1
-            keep[b, start:end] = mask[b, start:end]
-        return (torch.where(keep, 10.0, -10.0) * self.scale)[:, None]
-
-
-class VertKDMemoryStandInTrainer(nnUNetTrainer):
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
-                                   enable_deep_supervision=True):
-        return TopmostBoneSlab()
-'''
+STANDIN_SPINE_SPACING_MM = 4.0
+STANDIN_SPINE_PATCH_VOXELS = 32
 
 
 def synthetic_ct(shape_xyz, spacing_xyz, path: str) -> None:
@@ -93,99 +64,6 @@ def synthetic_ct(shape_xyz, spacing_xyz, path: str) -> None:
     sitk.WriteImage(img, path, False)  # uncompressed: writing 300 MB through gzip would dominate the run
 
 
-def _plans(name: str, spacing_mm: float, patch: int, arch: dict) -> dict:
-    spacing = [float(spacing_mm)] * 3
-    return {
-        "dataset_name": name, "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": [256, 256, 256],
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2, "patch_size": [patch] * 3, "median_image_size_in_voxels": [256, 256, 256],
-            "spacing": spacing, "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                                   "force_separate_z": None},
-            "architecture": arch,
-            "batch_dice": False}},
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {
-            "max": 3071.0, "mean": 300.0, "median": 300.0, "min": -1024.0, "percentile_00_5": -1024.0,
-            "percentile_99_5": 1500.0, "std": 400.0}}}
-
-
-def standin_model(folder: str, ext_dir: str, spacing_mm: float, patch: int) -> str:
-    import torch
-    os.makedirs(ext_dir, exist_ok=True)
-    with open(os.path.join(ext_dir, "vertkd_memory_standin.py"), "w") as f:
-        f.write(STANDIN_SOURCE)
-    model = os.path.join(folder, "Dataset989_MemoryStandIn", f"{STANDIN_TRAINER}__nnUNetPlans__3d_fullres")
-    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
-    plans = _plans("Dataset989_MemoryStandIn", spacing_mm, patch,
-                   {"network_class_name": "none", "arch_kwargs": {}, "_kw_requires_import": []})
-    with open(os.path.join(model, "plans.json"), "w") as f:
-        json.dump(plans, f, indent=1)
-    with open(os.path.join(model, "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "vertebra": 1}, "numTraining": 1,
-                   "file_ending": ".nii.gz", "vertkd": {"kind": "vertebrae", "orientation": "LPI",
-                                                        "spacing_mm": spacing_mm}}, f)
-    torch.save({"network_weights": {"scale": torch.ones(1)}, "trainer_name": STANDIN_TRAINER,
-                "init_args": {"configuration": "3d_fullres", "fold": "all"},
-                "inference_allowed_mirroring_axes": (0, 1, 2),
-                "vertkd": {"role": "vertebra", "patch_size": [patch] * 3}},
-               os.path.join(model, "fold_all", "checkpoint_final.pth"))
-    return model
-
-
-def standin_spine_model(folder: str, spacing_mm: float = 4.0, patch: int = 32) -> str:
-    """A stock nnUNetTrainer folder with a tiny untrained 2-class PlainConvUNet (its "spine" logit biased up): the
-    spine-model route through nnUNetPredictor, whose memory is mostly the resampling around the network."""
-    import torch
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-    model = os.path.join(folder, "Dataset988_MemorySpine", "nnUNetTrainer__nnUNetPlans__3d_fullres")
-    os.makedirs(os.path.join(model, "fold_all"), exist_ok=True)
-    arch = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": 2, "features_per_stage": [2, 4], "conv_op": "torch.nn.modules.conv.Conv3d",
-                            "kernel_sizes": [[3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [2, 2, 2]],
-                            "n_conv_per_stage": [1, 1], "n_conv_per_stage_decoder": [1], "conv_bias": True,
-                            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
-    plans = _plans("Dataset988_MemorySpine", spacing_mm, patch, arch)
-    with open(os.path.join(model, "plans.json"), "w") as f:
-        json.dump(plans, f, indent=1)
-    with open(os.path.join(model, "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "spine": 1}, "numTraining": 1,
-                   "file_ending": ".nii.gz", "vertkd": {"kind": "spine", "orientation": "LPI",
-                                                        "spacing_mm": spacing_mm}}, f)
-    torch.manual_seed(0)
-    net = PlainConvUNet(1, 2, [2, 4], torch.nn.Conv3d, 3, [1, 2], [1, 1], 2, [1], True, torch.nn.InstanceNorm3d,
-                        {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True})
-    with torch.no_grad():
-        net.decoder.seg_layers[-1].bias[:] = torch.tensor([-1.0, 1.0])
-    torch.save({"network_weights": net.state_dict(), "trainer_name": "nnUNetTrainer",
-                "init_args": {"configuration": "3d_fullres", "fold": "all"},
-                "inference_allowed_mirroring_axes": (0, 1, 2)}, os.path.join(model, "fold_all", "checkpoint_final.pth"))
-    return model
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(cmd: List[str], env: dict, interval_s: float = 0.1):
     """Run ``cmd``; returns (returncode, peak RSS in bytes, [(seconds, rss bytes)] samples, stderr tail)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -195,7 +73,7 @@ def measure(cmd: List[str], env: dict, interval_s: float = 0.1):
 
     def sample():
         while proc.poll() is None:
-            samples.append((time.monotonic() - t0, _rss_kb(proc.pid) * 1024))
+            samples.append((time.monotonic() - t0, rss_of_process_kb(proc.pid) * 1024))
             time.sleep(interval_s)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -221,12 +99,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-spacing", type=float, default=1.0, help="spacing of the stand-in model (mm)")
     p.add_argument("--patch", type=int, default=64, help="patch size of the stand-in model (voxels per axis)")
     p.add_argument("--limit-gb", type=float, default=4.0, help="peak RSS limit in GB (10^9 bytes; default 4)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the predictor (default 1)")
+    add_threads_option(p, default=1)
     p.add_argument("--work-dir", help="folder for the scan, the model and the outputs (default: a temporary one)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 
 
 def run(args) -> int:
+    for folder in (args.m, None if args.spine_m == "standin" else args.spine_m):
+        if folder and not os.path.isdir(folder):
+            raise InputError(f"{folder}: model folder does not exist")
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     work = args.work_dir or tempfile.mkdtemp(prefix="vertkd_memory_")
     os.makedirs(work, exist_ok=True)
     scan = os.path.join(work, "scan.nii")
@@ -238,7 +121,8 @@ def run(args) -> int:
     model = args.m
     if model is None:
         ext = os.path.join(work, "ext_trainers")
-        model = standin_model(os.path.join(work, "results"), ext, args.model_spacing, args.patch)
+        model = make_standin_vertebra_model(os.path.join(work, "results"), ext, (args.model_spacing,) * 3,
+                                            (args.patch,) * 3)
         from nnunet_vertkd.ext_trainers_path import EXT_TRAINER_DIR
         env["nnUNet_extTrainer"] = os.pathsep.join([ext, EXT_TRAINER_DIR])
     out = os.path.join(work, "out")
@@ -247,7 +131,9 @@ def run(args) -> int:
     if args.preprocessing:
         cmd += ["--preprocessing", args.preprocessing]
     if args.spine_m == "standin":
-        cmd += ["--spine-m", standin_spine_model(os.path.join(work, "spine_results"))]
+        cmd += ["--spine-m", make_untrained_spine_model(os.path.join(work, "spine_results"),
+                                                        (STANDIN_SPINE_SPACING_MM,) * 3,
+                                                        (STANDIN_SPINE_PATCH_VOXELS,) * 3)]
     elif args.spine_m:
         cmd += ["--spine-m", args.spine_m]
     print("running: " + " ".join(cmd))
@@ -275,9 +161,12 @@ def run(args) -> int:
     return 0 if result["within_limit"] else 1
 
 
+PROG = "python -m nnunet_vertkd.benchmarks.memory"
+
+
+@command(PROG)
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nnunet_vertkd.benchmarks.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return run(p.parse_args(argv))
 
