@@ -115,7 +115,7 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "verse"
 
 def _copy_inputs(tree: Path, dest: Path) -> List[str]:
     """Copy every CT of a VerSe tree to ``dest/{case}.nii.gz`` (case = the evaluator's case id)."""
-    from nnunet_vertkd.evaluation.cli import case_id
+    from nnunet_vertkd.image_io import case_id
     dest.mkdir(parents=True, exist_ok=True)
     cases = []
     for ct in sorted(tree.rglob("*_ct.nii.gz")):

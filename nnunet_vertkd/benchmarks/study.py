@@ -29,7 +29,6 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from nnunet_vertkd.benchmarks.pipeline import Pipeline, PipelineError, real_sample_dir, verse_case_ids
+from nnunet_vertkd.evaluation.aggregate import pool_vertebrae, rows_from_csv
 
 PAPER_IDS = ("T_B", "T_S", "S_S", "S_T3", "S_T4", "S_T5", "S_L", "S_LW")
 PAPER_DESCRIPTIONS = {
@@ -119,32 +119,17 @@ def _read_vertebrae(csv_path: Path) -> List[dict]:
     return rows
 
 
-def _num(x) -> Optional[float]:
-    if x is None or x == "":
-        return None
-    try:
-        v = float(x)
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
-
-
 def pooled_metrics(rows: List[dict]) -> dict:
-    """Mean ± population std over vertebrae (Dice over all reference vertebrae, missing = 0; HD/ASSD over the
-    matched ones), failure rate (Dice < 50 %, missing included) -- the conventions of vertkd_evaluate."""
-    out = {"n_vertebrae": len(rows)}
-    for key, _, factor in METRICS:
-        vals = []
-        for r in rows:
-            v = _num(r.get(key))
-            if key == "dice" and v is None:
-                v = 0.0
-            if v is not None:
-                vals.append(v * factor)
-        out[key] = (statistics.fmean(vals), statistics.pstdev(vals), len(vals)) if vals else (None, None, 0)
-    failed = [str(r.get("failed", "")).lower() in ("true", "1", "yes") for r in rows]
-    out["failure_pct"] = 100.0 * sum(failed) / len(failed) if failed else None
-    out["n_missing"] = sum(1 for r in rows if not r.get("matched_pred_label"))
+    """Mean ± population std over vertebrae of per_vertebra.csv rows, pooled by vertkd_evaluate's own
+    ``aggregate.pool_vertebrae`` (Dice over all reference vertebrae, missing = 0; HD/ASSD over the matched ones;
+    failure rate: Dice < 50 %, missing included), as {metric: (mean, std, n)}, failure_pct, n_missing."""
+    pooled = pool_vertebrae(rows_from_csv(rows))
+    out = {"n_vertebrae": pooled["n_vertebrae"]}
+    for key, _, _ in METRICS:
+        ms = pooled["dice_pct" if key == "dice" else key]
+        out[key] = (ms["mean"], ms["std"], ms["n"])
+    out["failure_pct"] = pooled["failure_rate_pct"]
+    out["n_missing"] = pooled["n_missing"]
     return out
 
 

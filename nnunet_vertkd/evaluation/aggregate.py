@@ -12,9 +12,11 @@ Statistics follow the paper's Table 3 (mean ± std) and the VerSe benchmark:
   rate, exists only when the prediction is matched by label (``metrics`` module docstring).
 * std is the population standard deviation (``numpy.std``, ddof=0); ``n`` says how many values entered.
   Percentages (Dice, failure, id.rate) are reported in %, distances in mm.
+
+This module is the one place where metrics are pooled: ``summarize`` (vertkd_evaluate's summary.json) and
+``pool_vertebrae`` (the vertebra-level part, also for rows read back from per_vertebra.csv with
+``rows_from_csv``, as the distillation study does). ``report`` writes and prints the results.
 """
-import csv
-import json
 import math
 from typing import Dict, Iterable, List, Optional
 
@@ -35,10 +37,27 @@ def mean_std(values: Iterable[Optional[float]], scale: float = 1.0) -> dict:
     return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
 
 
-def _group_stats(rows: List[dict], case_results: Dict[str, dict]) -> dict:
-    """Stats for a group of per-vertebra rows (each row has a 'case' key)."""
-    matched = [r for r in rows if r["matched_pred_label"] is not None]
+def pool_vertebrae(rows: Iterable[dict]) -> dict:
+    """Vertebra-level pooling of per-vertebra rows (as ``per_vertebra_rows`` gives them, or read back from
+    per_vertebra.csv with ``rows_from_csv``): Dice (%) and failure rate over all reference vertebrae (a missing
+    vertebra counts with Dice 0 and as a failure), HD and ASSD (mm) over the matched ones."""
+    rows = list(rows)
+    matched = [r for r in rows if r.get("matched_pred_label") is not None]
     n = len(rows)
+    return {
+        "n_vertebrae": n,
+        "n_missing": n - len(matched),
+        "dice_pct": mean_std((0.0 if r.get("dice") is None else r["dice"] for r in rows), 100.0),
+        "hd_mm": mean_std(r.get("hd_mm") for r in matched),
+        "assd_ref_to_pred_mm": mean_std(r.get("assd_ref_to_pred_mm") for r in matched),
+        "assd_pred_to_ref_mm": mean_std(r.get("assd_pred_to_ref_mm") for r in matched),
+        "failure_rate_pct": (100.0 * sum(bool(r.get("failed")) for r in rows) / n) if n else None,
+    }
+
+
+def _group_stats(rows: List[dict]) -> dict:
+    """Stats for a group of per-vertebra rows (each row has a 'case' key): ``pool_vertebrae`` plus the scan-level
+    rates and d_mean averaged over the scans of the group."""
     per_scan_loc, per_scan_id, per_scan_d = [], [], []
     by_case: Dict[str, List[dict]] = {}
     for r in rows:
@@ -50,15 +69,12 @@ def _group_stats(rows: List[dict], case_results: Dict[str, dict]) -> dict:
         d = [r["centroid_distance_mm"] for r in rs if r["centroid_distance_mm"] is not None]
         if d:
             per_scan_d.append(float(np.mean(d)))
+    vertebrae = pool_vertebrae(rows)
+    n = vertebrae["n_vertebrae"]
     return {
         "n_vertebrae": n,
         "n_scans": len(by_case),
-        "n_missing": n - len(matched),
-        "dice_pct": mean_std((r["dice"] for r in rows), 100.0),
-        "hd_mm": mean_std(r["hd_mm"] for r in matched),
-        "assd_ref_to_pred_mm": mean_std(r["assd_ref_to_pred_mm"] for r in matched),
-        "assd_pred_to_ref_mm": mean_std(r["assd_pred_to_ref_mm"] for r in matched),
-        "failure_rate_pct": (100.0 * sum(bool(r["failed"]) for r in rows) / n) if n else None,
+        **{k: v for k, v in vertebrae.items() if k != "n_vertebrae"},
         "localisation_rate_pct": mean_std(per_scan_loc, 100.0),
         "id_rate_pct": mean_std(per_scan_id, 100.0),
         "d_mean_mm": mean_std(per_scan_d),
@@ -78,10 +94,40 @@ def per_vertebra_rows(case_results: Dict[str, dict]) -> List[dict]:
     return rows
 
 
+_INTEGER_COLUMNS = ("label", "matched_pred_label")
+_NUMBER_COLUMNS = ("dice", "hd_mm", "assd_ref_to_pred_mm", "assd_pred_to_ref_mm", "centroid_distance_mm")
+_FLAG_COLUMNS = ("failed", "localised", "identified")
+
+
+def rows_from_csv(rows: Iterable[dict]) -> List[dict]:
+    """Rows read from per_vertebra.csv (``csv.DictReader``: all strings) back as ``per_vertebra_rows`` wrote them:
+    '' -> None, numbers -> int/float (non-finite -> None), 'True'/'False' -> bool."""
+    def number(v):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+
+    out = []
+    for r in rows:
+        row = dict(r)
+        for k in _INTEGER_COLUMNS:
+            v = number(row.get(k))
+            row[k] = None if v is None else int(v)
+        for k in _NUMBER_COLUMNS:
+            row[k] = number(row.get(k))
+        for k in _FLAG_COLUMNS:
+            v = str(row.get(k) or "").strip().lower()
+            row[k] = None if v == "" else v in ("true", "1", "yes")
+        out.append(row)
+    return out
+
+
 def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) -> dict:
     """The summary dict written to summary.json: 'overall', 'regions', 'cases' (+ ``extra_info``)."""
     rows = per_vertebra_rows(case_results)
-    overall = _group_stats(rows, case_results)
+    overall = _group_stats(rows)
     overall["n_scans"] = len(case_results)
     overall["n_extra"] = sum(len(r["extra"]) for r in case_results.values())
     overall["scan_dice_pct"] = mean_std((r["dice_mean"] for r in case_results.values()), 100.0)
@@ -93,7 +139,7 @@ def summarize(case_results: Dict[str, dict], extra_info: Optional[dict] = None) 
     for region in REGIONS:
         rr = [r for r in rows if r["region"] == region]
         if rr:
-            regions[region] = _group_stats(rr, case_results)
+            regions[region] = _group_stats(rr)
     cases = {}
     for case in sorted(case_results):
         res = case_results[case]
@@ -122,83 +168,3 @@ def _json_safe(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-def _fmt(ms: Optional[dict], digits: int = 2) -> str:
-    if ms is None or ms.get("mean") is None:
-        return "–"
-    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
-
-
-def _fmt_num(v: Optional[float], digits: int = 2) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def format_table(summary: dict) -> str:
-    """Markdown table like the paper's Table 3 (plus the VerSe id.rate and d_mean), overall and per region,
-    followed by a per-scan table."""
-    head = ("| Group | Scans | Vertebrae | Missing | Dice (%) | HD (mm) | ASSD GT→pred (mm) | ASSD pred→GT (mm) "
-            "| Fail (%) | loc.rate (%) | id.rate (%) | d_mean (mm) |")
-    sep = "|" + "---|" * 12
-    lines = [head, sep]
-    groups = [("overall", summary["overall"])] + list(summary["regions"].items())
-    for name, g in groups:
-        lines.append(f"| {name} | {g['n_scans']} | {g['n_vertebrae']} | {g['n_missing']} | {_fmt(g['dice_pct'])} | "
-                     f"{_fmt(g['hd_mm'])} | {_fmt(g['assd_ref_to_pred_mm'])} | {_fmt(g['assd_pred_to_ref_mm'])} | "
-                     f"{_fmt_num(g['failure_rate_pct'])} | {_fmt(g['localisation_rate_pct'])} | "
-                     f"{_fmt(g['id_rate_pct'])} | {_fmt(g['d_mean_mm'])} |")
-    lines.append("")
-    lines.append(f"Extra (unmatched) predicted instances: {summary['overall'].get('n_extra', 0)}. "
-                 "Dice, failure and the rates count missing vertebrae (Dice 0); HD, ASSD and d_mean average the "
-                 "matched ones only. Vertebra metrics: mean ± std over vertebrae; rates, d_mean: over scans. "
-                 "loc.rate: centroid closest and within 20 mm (localisation); id.rate: the same with vertebrae "
-                 "matched by label (VerSe identification), – when the prediction has sequential labels.")
-    if summary["overall"].get("n_scans_labelled"):
-        o = summary["overall"]
-        lines.append("")
-        lines.append(f"Labels: {o['n_scans_with_label_shifts']} of {o['n_scans_labelled']} labelled scan(s) have "
-                     f"vertebrae with shifted labels, {o['n_scans_shifted_as_whole']} shifted as a whole "
-                     "(shift = predicted minus true level along C1…T12, T13, L1…L6).")
-    lines.append("")
-    lines.append("| Case | Ref | Pred | Dice (%) | HD (mm) | ASSD GT→pred | ASSD pred→GT | Fail (%) | loc.rate (%) "
-                 "| id.rate (%) | d_mean (mm) | Missing | Extra |")
-    lines.append("|" + "---|" * 13)
-    for case, c in summary["cases"].items():
-        pct = (lambda v: None if v is None else 100.0 * v)
-        lines.append(f"| {case}{' (' + c['note'] + ')' if c.get('note') else ''} | {c['n_ref']} | {c['n_pred']} | "
-                     f"{_fmt_num(pct(c['dice_mean']))} | {_fmt_num(c['hd_mean_mm'])} | "
-                     f"{_fmt_num(c['assd_ref_to_pred_mean_mm'])} | {_fmt_num(c['assd_pred_to_ref_mean_mm'])} | "
-                     f"{_fmt_num(pct(c['failure_rate']))} | {_fmt_num(pct(c['localisation_rate']))} | "
-                     f"{_fmt_num(pct(c['id_rate']))} | "
-                     f"{_fmt_num(c['d_mean_mm'])} | {_labels(c['missing'])} | {_labels(c['extra'])} |")
-    shifted = [(case, c) for case, c in summary["cases"].items() if c.get("scan_shift") is not None]
-    if shifted:
-        lines.append("")
-        lines.append("| Case | Scan shift | Vertebrae shifted | Shifted as a whole |")
-        lines.append("|---|---|---|---|")
-        for case, c in shifted:
-            lines.append(f"| {case} | {c['scan_shift']:+d} | {c['n_label_shifted']} | "
-                         f"{'yes' if c['shifted_as_whole'] else 'no'} |")
-    return "\n".join(lines) + "\n"
-
-
-def _labels(labels: Optional[List[int]]) -> str:
-    return ",".join(str(v) for v in labels) if labels else "–"
-
-
-def write_outputs(out_dir: str, case_results: Dict[str, dict], extra_info: Optional[dict] = None) -> dict:
-    """Write summary.json, per_vertebra.csv and summary.md into ``out_dir``; returns the summary dict."""
-    import os
-    os.makedirs(out_dir, exist_ok=True)
-    summary = summarize(case_results, extra_info)
-    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(out_dir, "per_vertebra.csv"), "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=PER_VERTEBRA_COLUMNS)
-        w.writeheader()
-        for row in per_vertebra_rows(case_results):
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in PER_VERTEBRA_COLUMNS})
-    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write("# vertkd_evaluate summary\n\n")
-        f.write(format_table(summary))
-    return summary
