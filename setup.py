@@ -17,16 +17,27 @@ setup(
         "labelling/pretrained_model/*.json", "labelling/pretrained_model/fold_*/*.pth",
         "demo_data/verse/*.md", "demo_data/verse/*/*/*.nii.gz", "demo_data/verse/*/*/*.json",
     ]},
+    # every third-party module the package imports is listed, also those nnU-Net already pulls in
     install_requires=[
+        # 2.8.0 is the first release with the nnUNet_extTrainer lookup (nnunetv2/utilities/find_objects.py,
+        # recursive_find_trainer_class_by_name, used by nnunetv2/run/run_training.py and the predictor), which is
+        # how stock nnUNetv2_train -tr finds this plugin's trainers; 2.7 searches nnU-Net's own folder only.
+        # 2.8.1 differs from 2.8.0 only in making the sliding-window producer thread a daemon thread
+        # (inference/predict_from_raw_data.py), so an interrupted or failed prediction does not hang on it;
+        # the plugin is tested with 2.8.1.
         "nnunetv2>=2.8.1",
         "torch",
         "SimpleITK",
-        "batchgeneratorsv2",
+        "batchgenerators",            # the augmenters driving the data loader
+        "batchgeneratorsv2",          # spatial and intensity transforms
+        "dynamic-network-architectures",  # nnU-Net's PlainConvUNet (planned networks, the benchmarks' stand-in)
         "numpy",
         "acvl-utils",
         "scipy",                      # distance maps, centroids
         "edt",                        # fast Euclidean distance transform (border-weight maps on the training path)
         "connected-components-3d",    # largest fragment / components
+        "nibabel",                    # NIfTI header checks of the inputs (qform / sform)
+        "threadpoolctl",              # BLAS threads of the data loader
         "tqdm",                       # progress bars
         "pillow",                     # PNG previews
         "pytest",
