@@ -17,6 +17,10 @@ fragment sizes and hard caps):
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
    fragment is written into the memory and into ``instances`` with the next label (1, 2, ... from the top).
+   With ``ACCEPT_COMPLETE_FRAGMENT`` a fragment that is complete in its patch (no voxel within
+   ``COMPLETE_FRAGMENT_MARGIN_VOXELS`` of a patch face) is accepted at once: after step 5 the prediction from the
+   previous vertebra's centre already shows the whole next vertebra (a 128 mm patch holds it), so one call per
+   vertebra can do (docs/loop_calls_accuracy.md measures what it costs).
    When ``MAX_ITERATIONS_PER_VERTEBRA`` is reached without convergence, the last fragment is accepted if
    ``ACCEPT_UNCONVERGED`` (recorded as ``converged=False``), otherwise the loop stops.
    A fragment is accepted only where the spine is: the maximum of ``start_prob`` over its voxels must reach
@@ -84,6 +88,10 @@ class IterativeSettings:
     MAX_CONSECUTIVE_MISSES: int = 2
     #: CT value outside the volume (None: the volume's minimum, i.e. normalised air)
     CT_PAD_VALUE: Optional[float] = None
+    #: accept a fragment at once, without waiting for converged centres, when it is complete in its patch: no
+    #: voxel within COMPLETE_FRAGMENT_MARGIN_VOXELS of a patch face (faces outside the volume cannot be touched)
+    ACCEPT_COMPLETE_FRAGMENT: bool = False
+    COMPLETE_FRAGMENT_MARGIN_VOXELS: int = 4
 
     def max_network_calls(self) -> int:
         if self.MAX_NETWORK_CALLS is not None:
@@ -100,6 +108,7 @@ class IterativeSettings:
             MIN_CONTINUE_FRAGMENT_VOXELS=max(1, int(round(self.MIN_CONTINUE_FRAGMENT_VOXELS / voxel_volume))),
             CONVERGENCE_TOLERANCE_VOXELS=self.CONVERGENCE_TOLERANCE_VOXELS / mean_spacing,
             DETACHED_PIECE_MARGIN_VOXELS=max(0, int(round(self.DETACHED_PIECE_MARGIN_VOXELS / mean_spacing))),
+            COMPLETE_FRAGMENT_MARGIN_VOXELS=max(1, int(round(self.COMPLETE_FRAGMENT_MARGIN_VOXELS / mean_spacing))),
             STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))))
 
     def to_dict(self) -> dict:
@@ -223,6 +232,16 @@ def _select_fragment(candidate: np.ndarray, selection: str, patch_centre: np.nda
     return np.isin(labels, keep)
 
 
+def _is_complete(fragment: np.ndarray, margin_voxels: int) -> bool:
+    """True when no voxel of ``fragment`` lies within ``margin_voxels`` of a face of its patch."""
+    for axis in range(fragment.ndim):
+        other = tuple(a for a in range(fragment.ndim) if a != axis)
+        idx = np.flatnonzero(np.any(fragment, axis=other))
+        if idx.size == 0 or idx[0] < margin_voxels or idx[-1] >= fragment.shape[axis] - margin_voxels:
+            return False
+    return True
+
+
 def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, start_prob: np.ndarray,
                                   superior_axis: int, superior_at_low_index: bool, patch_size: Sequence[int],
                                   settings: Optional[IterativeSettings] = None,
@@ -308,6 +327,9 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
             point = np.clip(np.round(centre).astype(int), 0, shape - 1)
             if len(centres) >= s.N_CONVERGENCE_CENTRES and \
                     _max_pairwise_distance(centres) <= s.CONVERGENCE_TOLERANCE_VOXELS:
+                converged = True
+                break
+            if s.ACCEPT_COMPLETE_FRAGMENT and _is_complete(frag, s.COMPLETE_FRAGMENT_MARGIN_VOXELS):
                 converged = True
                 break
         if miss is not None:

@@ -231,3 +231,30 @@ def test_wrong_output_shape_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         segment_vertebrae_iteratively(lambda x: np.zeros((3, 3, 3)), labels.astype(np.float32), labels > 0, 2, True,
                                       PATCH, SMALL)
+
+
+def test_complete_fragment_is_accepted_at_once():
+    """ACCEPT_COMPLETE_FRAGMENT: a fragment away from every patch face needs no converged centres: after the first
+    vertebra, the prediction from the previous centre already holds the next vertebra whole -> one call each."""
+    labels = synthetic_spine()
+    ct = labels.astype(np.float32)
+    spine = (labels > 0).astype(np.float32)
+    settings = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30,
+                                 ACCEPT_COMPLETE_FRAGMENT=True, COMPLETE_FRAGMENT_MARGIN_VOXELS=1)
+    res = segment_vertebrae_iteratively(topmost_standin(), ct, spine, 2, True, PATCH, settings)
+    np.testing.assert_array_equal(res.instances, labels)
+    # the first one starts at the corner of the top slice (cut by the patch: centres must converge)
+    assert res.iterations_per_vertebra[1:] == [1] * 5
+    baseline = segment_vertebrae_iteratively(topmost_standin(), ct, spine, 2, True, PATCH, SMALL)
+    assert res.n_network_calls < baseline.n_network_calls
+
+
+def test_fragment_touching_the_patch_face_is_not_complete():
+    """A fragment that reaches a patch face (cut by the patch) waits for converged centres."""
+    from nnunet_vertkd.inference.iterative import _is_complete
+    frag = np.zeros((10, 10, 10), bool)
+    frag[3:7, 3:7, 3:7] = True
+    assert _is_complete(frag, 3) and not _is_complete(frag, 4)
+    frag[3:7, 3:7, 6:10] = True  # reaches the last slice
+    assert not _is_complete(frag, 1)
+    assert not _is_complete(np.zeros((10, 10, 10), bool), 1)

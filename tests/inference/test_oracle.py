@@ -88,3 +88,14 @@ def test_coarse_start_signal_is_blurred_union():
     assert coarse[8, 8, 8] == pytest.approx(1.0) and coarse[0, 0, 0] < 0.3
     with pytest.raises(ValueError):
         start_signal(labels, "perfect")
+
+
+@pytest.mark.parametrize("case", ["sub-verse004", "sub-verse012"])
+def test_oracle_accepting_complete_fragments(verse_sample_dir, case):
+    """ACCEPT_COMPLETE_FRAGMENT with a perfect network: every vertebra in order, fewer calls than 2 centres."""
+    labels = labels_from_verse_mask(sitk.ReadImage(str(_mask_path(verse_sample_dir, case))), 2.0)
+    runs = {acc: run_oracle(labels, "coarse", spacing_mm=2.0, settings=IterativeSettings(
+        N_CONVERGENCE_CENTRES=2, ACCEPT_COMPLETE_FRAGMENT=acc).scaled_to_spacing((2.0, 2.0, 2.0)))
+        for acc in (False, True)}
+    assert runs[True].found_all_in_order
+    assert runs[True].result.n_network_calls < runs[False].result.n_network_calls
