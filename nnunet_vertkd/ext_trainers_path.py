@@ -3,6 +3,8 @@
     export nnUNet_extTrainer="$(vertkd_trainer_dir)"
 
 makes the stock ``nnUNetv2_train ... -tr VertKDStudentTrainer`` and nnU-Net's predictor find our classes.
+``find_trainer_class`` is the one lookup of a trainer class by name used by the plugin itself (teachers of a
+distillation run, models loaded by ``vertkd_predict``).
 """
 import argparse
 import os
@@ -21,6 +23,20 @@ def ensure_ext_trainer_env(environ=None) -> dict:
     if os.path.abspath(EXT_TRAINER_DIR) not in [os.path.abspath(p) for p in current]:
         environ[EXT_TRAINER_ENV] = os.pathsep.join(current + [EXT_TRAINER_DIR])
     return environ
+
+
+def find_trainer_class(trainer_name: str):
+    """The trainer class called ``trainer_name``: this plugin's classes first (``nnunet_vertkd.trainers``), then
+    nnU-Net's own lookup (``recursive_find_trainer_class_by_name``: nnU-Net's trainers, then every folder of
+    ``nnUNet_extTrainer``, to which this plugin's folder is added). Raises nnU-Net's RuntimeError when no class
+    has that name."""
+    import nnunet_vertkd.trainers as plugin_trainers
+    cls = getattr(plugin_trainers, trainer_name, None)
+    if isinstance(cls, type):
+        return cls
+    ensure_ext_trainer_env()
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    return recursive_find_trainer_class_by_name(trainer_name)
 
 
 def main(argv=None):

@@ -1,22 +1,29 @@
 """``vertkd_convert_verse``: VerSe folders -> the vertebra and the spine nnU-Net raw datasets (+ splits).
 
-See docs/conversion.md for the user-facing reference.
+See docs/conversion.md for the user-facing reference. Options and exit status follow
+``nnunet_vertkd.command_line``: 0 converted, 1 no case converted or writing failed, 2 bad arguments or inputs
+(``ConversionError``), 130 interrupted.
 """
 import argparse
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import List, Optional, Sequence
 
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
+from nnunet_vertkd.command_line import (CASE_FAILED_EXIT, InputError, add_overwrite_option, add_processes_option,
+                                        add_progress_option, command)
 from nnunet_vertkd.image_checks import folder_is_writable as _writable  # module name patched in tests
-from nnunet_vertkd.interrupts import exit_130_on_interrupt, worker_initializer
+from nnunet_vertkd.interrupts import worker_initializer
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, nnunet_dataset_labels
-from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, DATASET_JSON_KEY
+from nnunet_vertkd.model_contract import DATASET_JSON_KEY
+from nnunet_vertkd.orientation import CANONICAL_ORIENTATION
 
 from .case_conversion import (SPINE_SPACING_MM, STAGING_FOLDER, CaseJob, CaseResult, convert_case,
                               recover_interrupted_commits)
@@ -24,14 +31,19 @@ from .report import REPORT_NAME, build_report, summary_lines
 from .splits import make_splits, write_json_atomic
 from .verse_discovery import TEST, discover
 
-__all__ = ["convert_verse", "main", "ConversionError", "SPINE_SPACING_MM", "vertebra_dataset_name",
-           "spine_dataset_name"]
+__all__ = ["convert_verse", "main", "ConversionError", "ConversionWriteError", "SPINE_SPACING_MM",
+           "vertebra_dataset_name", "spine_dataset_name"]
 
+PROG = "vertkd_convert_verse"
 LICENCE = "CC BY-SA 4.0 (VerSe; Sekuboyina et al. 2021, Liebl et al. 2021, Loeffler et al. 2020)"
 
 
-class ConversionError(Exception):
+class ConversionError(InputError):
     """A problem that stops the whole conversion (bad arguments, conflicting dataset folders, no cases)."""
+
+
+class ConversionWriteError(ConversionError):
+    """Writing failed (read-only folder, disk full): the conversion stopped, what was written so far is complete."""
 
 
 def vertebra_dataset_name(dataset_id: int) -> str:
@@ -69,19 +81,23 @@ def _check_dataset_folders(dataset_id: int, name: str, raw: str, preprocessed: O
             shutil.rmtree(path)
 
 
-def _dataset_json(name: str, num_training: int, labels: dict, vertkd: dict, description: str) -> dict:
-    return {
-        "name": name,
-        "description": description,
-        "reference": "VerSe: https://github.com/anjany/verse",
-        "licence": LICENCE,
-        "channel_names": {"0": "CT"},
-        "labels": labels,
-        "numTraining": num_training,
-        "file_ending": ".nii.gz",
-        "overwrite_image_reader_writer": "SimpleITKIO",
-        DATASET_JSON_KEY: vertkd,
-    }
+def write_dataset_json(dataset_dir: str, name: str, num_training: int, labels: dict, vertkd: dict,
+                       description: str) -> str:
+    """dataset.json of a converted dataset, written by nnU-Net's ``generate_dataset_json`` (the plugin's metadata
+    under ``DATASET_JSON_KEY``) into a temporary folder and moved into place with ``os.replace``: a failed or
+    interrupted write leaves the previous dataset.json as it was. Returns its path."""
+    final = os.path.join(dataset_dir, "dataset.json")
+    tmp_dir = tempfile.mkdtemp(prefix=".dataset_json.", dir=dataset_dir)
+    try:
+        generate_dataset_json(tmp_dir, {"0": "CT"}, dict(labels), num_training, ".nii.gz",
+                              dataset_name=name, reference="VerSe: https://github.com/anjany/verse",
+                              description=description, overwrite_image_reader_writer="SimpleITKIO",
+                              license=LICENCE, converted_by="vertkd_convert_verse",
+                              **{DATASET_JSON_KEY: vertkd})
+        os.replace(os.path.join(tmp_dir, "dataset.json"), final)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final
 
 
 def _remove_stale(dataset_dir: str, keep: set) -> List[str]:
@@ -225,7 +241,7 @@ def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int]
         _clean_staging(staging)
     write_errors = [r.write_error for r in results if r.write_error]
     if write_errors:
-        raise ConversionError("writing failed, conversion stopped (the cases written so far are complete; "
+        raise ConversionWriteError("writing failed, conversion stopped (the cases written so far are complete; "
                               "earlier files, dataset.json and the report were left as they were; nothing was "
                               "removed):\n  " + "\n  ".join(write_errors))
     converted = [r for r in results if r.converted]
@@ -244,19 +260,19 @@ def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int]
     tr = [r for r in converted if r.split != TEST]
     split_list, split_notes = make_splits([(r.case_id, r.patient, r.split) for r in tr])
     if tr:
-        write_json_atomic(os.path.join(vert_dir, "dataset.json"), _dataset_json(
-            vert_name, len(tr), nnunet_dataset_labels(),
+        write_dataset_json(
+            vert_dir, vert_name, len(tr), nnunet_dataset_labels(),
             {"kind": "vertebrae", "orientation": CANONICAL_ORIENTATION, "spacing_mm": spacing_mm,
              "nnunet_to_verse": {str(k): v for k, v in sorted(NNUNET_TO_VERSE.items())},
              "spine_dataset_id": spine_id},
             "VerSe vertebrae, labels consecutive in cranio-caudal order (C1=1 ... T12=19, T13=20, L1=21 ... L6=26), "
-            f"{CANONICAL_ORIENTATION}, {spacing_mm} mm isotropic; written by vertkd_convert_verse"))
-        write_json_atomic(os.path.join(spine_dir, "dataset.json"), _dataset_json(
-            spine_name, len(tr), {"background": 0, "spine": 1},
+            f"{CANONICAL_ORIENTATION}, {spacing_mm} mm isotropic; written by vertkd_convert_verse")
+        write_dataset_json(
+            spine_dir, spine_name, len(tr), {"background": 0, "spine": 1},
             {"kind": "spine", "orientation": CANONICAL_ORIENTATION, "spacing_mm": spine_spacing_mm,
              "vertebra_dataset_id": dataset_id},
             f"VerSe spine location: union of vertebrae, {CANONICAL_ORIENTATION}, {spine_spacing_mm} mm isotropic; "
-            "written by vertkd_convert_verse"))
+            "written by vertkd_convert_verse")
     else:
         split_notes = split_notes + ["no training/validation scan converted: no dataset.json written"]
 
@@ -286,11 +302,11 @@ def convert_verse(roots: Sequence[str], dataset_id: int, spine_id: Optional[int]
     return report
 
 
-@exit_130_on_interrupt("vertkd_convert_verse", "workers stopped, staging folder removed; cases already moved "
-                                               "into place are complete (re-run to finish)")
+@command(PROG, interrupted="workers stopped, staging folder removed; cases already moved into place are complete "
+                           "(re-run to finish)")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="vertkd_convert_verse",
+        prog=PROG,
         description="Convert VerSe folders (VerSe'19/'20, BIDS or old naming, any nesting) into two nnU-Net raw "
                     "datasets under $nnUNet_raw: DatasetD_VerSeVertebrae (CT in LPI at --spacing-mm, labels "
                     "C1..L6 as consecutive 1..26 in cranio-caudal order, centroid JSON per case) and "
@@ -305,19 +321,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="isotropic spacing of the vertebra dataset in mm (default 1.0)")
     parser.add_argument("--spine-spacing-mm", type=float, default=SPINE_SPACING_MM,
                         help=f"isotropic spacing of the spine dataset in mm (default {SPINE_SPACING_MM})")
-    parser.add_argument("-np", "--num-processes", type=int, default=max(1, min(4, os.cpu_count() or 1)),
-                        help="parallel conversion processes (default: min(4, CPU count))")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete existing dataset folders with these ids (any name) before converting")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_processes_option(parser, default=max(1, min(4, os.cpu_count() or 1)),
+                         what="parallel conversion processes, at most 4 by default")
+    add_overwrite_option(parser, "delete existing dataset folders with these ids (any name) before converting")
+    add_progress_option(parser)
     args = parser.parse_args(argv)
     try:
         report = convert_verse(args.roots, args.dataset_id, args.spine_id, args.spacing_mm, args.spine_spacing_mm,
-                               args.num_processes, args.overwrite, progress=not args.no_progress)
-    except ConversionError as e:
-        print(f"vertkd_convert_verse: error: {e}", file=sys.stderr)
-        return 1
-    return 0 if report["counts"]["converted"] else 1
+                               args.num_processes, args.overwrite, progress=not args.disable_progress_bar)
+    except ConversionWriteError as e:  # not bad input: the environment failed while running
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return CASE_FAILED_EXIT
+    return 0 if report["counts"]["converted"] else CASE_FAILED_EXIT
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Load a trained vertebra model (standard nnU-Net results folder) for the iterative loop.
 
 Folder layout (nnU-Net's): ``MODEL/dataset.json``, ``MODEL/plans.json``, ``MODEL/fold_F/CHECKPOINT``. The trainer
-class is looked up by ``checkpoint['trainer_name']`` like nnU-Net does (``nnUNet_extTrainer`` is extended with
-the plugin's folder first), the network is built with
+class is looked up by ``checkpoint['trainer_name']`` (``ext_trainers_path.find_trainer_class``: the plugin's classes,
+then nnU-Net's lookup with the plugin's folder added to ``nnUNet_extTrainer``), the network is built with
 ``trainer_class.build_network_architecture(plans_manager, configuration_manager, 2, 1,
 enable_deep_supervision=False)`` (2 inputs = CT + memory, 1 output logit), and every requested fold gets its
 own network instance (their sigmoid probabilities are averaged at prediction time).
@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json, subdirs
 
-from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
+from nnunet_vertkd.ext_trainers_path import find_trainer_class  # noqa: F401  (re-exported)
 from nnunet_vertkd.model_contract import CHECKPOINT_KEY, DATASET_JSON_KEY
 from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, left_right_axis, superior_axis
 
@@ -54,12 +54,6 @@ def available_folds(model_folder: str, checkpoint_name: str) -> List[str]:
         if os.path.isfile(os.path.join(model_folder, d, checkpoint_name)):
             folds.append(d[len("fold_"):])
     return sorted(folds, key=lambda f: (f == "all", f))
-
-
-def find_trainer_class(trainer_name: str):
-    ensure_ext_trainer_env()
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    return recursive_find_trainer_class_by_name(trainer_name)
 
 
 def build_network(trainer_class, plans_manager, configuration_manager, n_in: int, n_out: int) -> torch.nn.Module:

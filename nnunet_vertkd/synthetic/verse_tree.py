@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import write_centroids
+from nnunet_vertkd.interrupts import worker_initializer
 from nnunet_vertkd.orientation import orientation_of
 
 from .anatomy import FOV_KINDS
@@ -148,7 +149,9 @@ def iter_write(out: str, plans: Sequence[PlannedScan], scale: float, num_process
         for job in jobs:
             yield _write_case_star(job)
         return
-    with ProcessPoolExecutor(max_workers=num_processes) as ex:
+    # workers ignore Ctrl-C (this process stops them) and die with this process
+    with ProcessPoolExecutor(max_workers=num_processes, initializer=worker_initializer,
+                             initargs=(os.getpid(),)) as ex:
         yield from ex.map(_write_case_star, jobs)
 
 

@@ -11,8 +11,9 @@ Order of precedence:
 A missing teacher raises ``TeacherNotFoundError`` naming every path looked at and how to fix it.
 
 The teacher network is rebuilt from its own checkpoint: the trainer class named in it
-(``recursive_find_trainer_class_by_name``, i.e. nnU-Net's lookup incl. ``nnUNet_extTrainer``), its plans and
-configuration (``init_args``), with deep supervision off; it is frozen (requires_grad False) and in eval mode.
+(``ext_trainers_path.find_trainer_class``: the plugin's classes, then nnU-Net's lookup incl. ``nnUNet_extTrainer``),
+its plans and configuration (``init_args``), with deep supervision off; it is frozen (requires_grad False) and in
+eval mode.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
+
+from nnunet_vertkd.ext_trainers_path import find_trainer_class  # noqa: F401  (re-exported)
 
 from nnunet_vertkd.model_contract import CHECKPOINT_KEY, PLANS_KEY
 
@@ -90,17 +93,6 @@ def find_teacher_checkpoint(nnunet_results: Optional[str], dataset_name: str, pl
         f"Train the teacher first with\n    {train_cmd}\nor point {TEACHER_ENV} to an existing teacher "
         f"checkpoint (file, fold folder or model folder), e.g.\n    export {TEACHER_ENV}=/path/to/"
         f"{teacher_trainer_name}__{plans_name}__{configuration}/fold_{fold}/checkpoint_final.pth")
-
-
-def find_trainer_class(trainer_name: str):
-    """The trainer class called ``trainer_name``: this plugin's classes first, then nnU-Net's lookup (which
-    also searches ``nnUNet_extTrainer``)."""
-    import nnunet_vertkd.trainers as ours
-    cls = getattr(ours, trainer_name, None)
-    if cls is not None:
-        return cls
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    return recursive_find_trainer_class_by_name(trainer_name)
 
 
 def load_teacher_network(checkpoint_path, device: torch.device) -> Tuple[nn.Module, dict]:

@@ -343,8 +343,8 @@ def test_cli(tmp_path, dirs, monkeypatch, capsys):
     write_case(root, "01_training", "sub-verse001")
     write_case(root, "01_training", "sub-verse003", write_ct=False)
     monkeypatch.delenv("nnUNet_raw", raising=False)
-    assert main([str(root), "-d", "501"]) == 1
-    assert "nnUNet_raw is not set" in capsys.readouterr().err
+    assert main([str(root), "-d", "501"]) == 2  # bad input: command_line.INPUT_ERROR_EXIT
+    assert capsys.readouterr().err.startswith("vertkd_convert_verse: error: nnUNet_raw is not set")
     monkeypatch.setenv("nnUNet_raw", str(dirs["raw"]))
     monkeypatch.setenv("nnUNet_preprocessed", str(dirs["pre"]))
     monkeypatch.setenv("nnUNet_results", str(dirs["res"]))
@@ -352,7 +352,7 @@ def test_cli(tmp_path, dirs, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Converted 1 case(s)" in out and "SKIPPED sub-verse003: mask without CT" in out
     assert (dirs["raw"] / "Dataset600_VerSeSpine" / "dataset.json").is_file()
-    assert main([str(tmp_path / "missing"), "-d", "501", "--spine-id", "600"]) == 1
+    assert main([str(tmp_path / "missing"), "-d", "501", "--spine-id", "600"]) == 2
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])

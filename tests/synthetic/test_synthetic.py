@@ -216,8 +216,9 @@ def test_cli_refuses_non_empty_output(tmp_path, capsys):
     out = tmp_path / "cli"
     assert cli_main([str(out), "--cases", "3", "--seed", "2", "--scale", "0.35", "--quiet"]) == 0
     before = sorted(p.name for p in out.rglob("*"))
-    assert cli_main([str(out), "--cases", "3", "--seed", "2", "--scale", "0.35", "--quiet"]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    assert cli_main([str(out), "--cases", "3", "--seed", "2", "--scale", "0.35", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vertkd_make_synthetic: error: ") and "--overwrite" in err
     assert sorted(p.name for p in out.rglob("*")) == before
     assert cli_main([str(out), "--cases", "3", "--seed", "3", "--scale", "0.35", "--quiet", "--overwrite"]) == 0
     assert len(list(out.rglob("*_ct.nii.gz"))) == 3

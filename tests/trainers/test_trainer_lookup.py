@@ -57,6 +57,25 @@ def test_lookup_without_env_fails_and_with_env_succeeds():
     assert "FOUND nnunet_vertkd.trainers.benchmarking" in res.stdout
 
 
+def test_one_trainer_class_lookup_for_teachers_and_inference():
+    """``find_trainer_class`` is defined once (ext_trainers_path) and used by teacher discovery and model loading:
+    the plugin's classes directly, anything else through nnU-Net's lookup."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_vertkd import ext_trainers_path
+    from nnunet_vertkd.inference import model_loading
+    from nnunet_vertkd.trainers import VertKDSpineTrainer_demo, VertKDStudentTrainer, teacher_discovery
+    find = ext_trainers_path.find_trainer_class
+    assert model_loading.find_trainer_class is find and teacher_discovery.find_trainer_class is find
+    assert find("VertKDStudentTrainer") is VertKDStudentTrainer
+    assert find("VertKDSpineTrainer_demo") is VertKDSpineTrainer_demo
+    assert find("nnUNetTrainer") is nnUNetTrainer
+    with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer"):
+        find("NoSuchTrainer")
+    with pytest.raises(RuntimeError):
+        find("STUDY_TRAINERS")  # a name in the trainers package that is not a class
+
+
 def _write_tiny_dataset(raw: Path, dataset_id=990, n_cases=2):
     folder = raw / f"Dataset{dataset_id:03d}_Lookup"
     (folder / "imagesTr").mkdir(parents=True)
