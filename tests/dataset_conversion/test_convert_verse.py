@@ -395,3 +395,25 @@ def test_real_samples(tmp_path, dirs, verse_sample_dir, capsys):
     _, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse005.nii.gz")
     np.testing.assert_array_equal(arr, np.vectorize(lambda v: VERSE_TO_NNUNET.get(int(v), 0))(src))
     verify(dirs["raw"] / V)  # the spawn-pool original runs in tests/test_convert_verse_e2e.py
+
+
+# ------------------------------------------------------------------------------------------ dataset.json
+def test_dataset_json_is_nnunets_and_replaced_whole(tmp_path, monkeypatch):
+    from nnunet_vertkd.dataset_conversion import convert_verse as module
+    path = module.write_dataset_json(str(tmp_path), "Dataset501_X", 3, {"background": 0, "spine": 1},
+                                     {"kind": "spine", "orientation": "LPI"}, "a description")
+    content = json.loads(Path(path).read_text())
+    assert content["channel_names"] == {"0": "CT"} and content["labels"] == {"background": 0, "spine": 1}
+    assert content["numTraining"] == 3 and content["file_ending"] == ".nii.gz" and content["name"] == "Dataset501_X"
+    assert content["overwrite_image_reader_writer"] == "SimpleITKIO" and content["licence"] == module.LICENCE
+    assert content["converted_by"] == "vertkd_convert_verse" and content["vertkd"]["kind"] == "spine"
+    before = Path(path).read_bytes()
+
+    def fails(folder, *a, **k):  # nnU-Net's writer dies after writing half a file
+        Path(folder, "dataset.json").write_text('{"channel_na')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "generate_dataset_json", fails)
+    with pytest.raises(OSError):
+        module.write_dataset_json(str(tmp_path), "Dataset501_X", 4, {"background": 0, "spine": 1}, {}, "")
+    assert Path(path).read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json"]
