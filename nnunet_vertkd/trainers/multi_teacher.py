@@ -1,15 +1,13 @@
-"""Multi-teacher adaptive distillation (paper 001, Ben Loussaief et al.) as nnU-Net student trainers.
+"""Multi-teacher adaptive distillation (Ben Loussaief et al.) as nnU-Net student trainers.
 
 Teachers: the models of several folds of the same dataset, plans and configuration, trained with the stock
-``nnUNetv2_train D 3d_fullres F -tr VertKDTeacherTrainer`` (``teacher_trainer_name``; folds ``teacher_folds``),
-i.e. $nnUNet_results/{dataset}/{teacher_trainer_name}__{plans}__{configuration}/fold_{F}/checkpoint_final.pth
-(else checkpoint_best.pth) -- or the explicit list ``$VERTKD_TEACHERS`` (entries separated by ``os.pathsep``, ':'
-on Linux; each a checkpoint file, a fold folder, or a model folder whose fold_{F} of every F in ``teacher_folds``
-is used). A missing teacher stops the student before any data loading with a message that lists the teachers
-found, the ones missing and the commands that train them (``require_all_teachers``).
+``nnUNetv2_train D 3d_fullres F -tr VertKDTeacherTrainer`` (``teacher_trainer_name``; folds ``teacher_folds``), or
+the explicit list ``$VERTKD_TEACHERS`` (found by ``teacher_ensemble``). A missing teacher stops the student before
+any data loading with a message that lists the teachers found, the ones missing and the commands that train them
+(``require_all_teachers``).
 
 Every training step runs each teacher (frozen, eval mode, torch.no_grad, same batch, device and autocast), then
-    L = Seg + mt_alpha * Mid + mt_beta * KL             (paper 001 Eq. 6, alpha = beta = 0.1)
+    L = Seg + mt_alpha * Mid + mt_beta * KL             (Eq. 6 of Ben Loussaief et al., alpha = beta = 0.1)
 with the per-input adaptive teacher weights, the binary KL on temperature-softened outputs and the intermediate
 terms (attention transfer + region contrast on the last encoder and decoder feature maps, through 1x1x1 adapters
 where the channel counts differ) of ``losses.multi_teacher`` (formulas and the choices made there). The adapters
@@ -29,8 +27,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,133 +36,18 @@ from torch import nn
 
 from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 from nnunet_vertkd.trainers.common import save_checkpoint_with_vertkd, unwrap_network
+from nnunet_vertkd.trainers.cpu_recipe import VertKDStudentTrainer_cpu2mm
+from nnunet_vertkd.trainers.feature_recording import (  # noqa: F401  (re-exported)
+    FEATURE_LAYERS, FeatureRecorder, feature_layer_modules)
 from nnunet_vertkd.trainers.losses.multi_teacher import (
     adaptive_teacher_weights, feature_adapter, mid_loss_per_sample, multi_teacher_kl_loss, weighted_teacher_mean)
-from nnunet_vertkd.trainers.cpu_recipe import VertKDStudentTrainer_cpu2mm
 from nnunet_vertkd.trainers.student import VertKDStudentTrainer
+from nnunet_vertkd.trainers.teacher_discovery import TEACHER_ENV, TeacherNotFoundError, load_teacher_network
+from nnunet_vertkd.trainers.teacher_ensemble import (  # noqa: F401  (re-exported)
+    TEACHERS_ENV, describe_teachers, find_fold_teacher_checkpoints)
 from nnunet_vertkd.trainers.variants import VertKDStudentTrainer_debug
-from nnunet_vertkd.trainers.teacher_discovery import (
-    CHECKPOINT_NAMES, TEACHER_ENV, TeacherNotFoundError, default_teacher_fold_folder, load_teacher_network)
 
-TEACHERS_ENV = "VERTKD_TEACHERS"
 ADAPTER_CHECKPOINT_KEY = "vertkd_multi_teacher_adapters"
-FEATURE_LAYERS = ("encoder", "decoder")
-
-
-# ------------------------------------------------------------------------------------------- discovery
-def _checkpoint_in(folder: Path) -> Optional[Path]:
-    for name in CHECKPOINT_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def find_fold_teacher_checkpoints(nnunet_results: Optional[str], dataset_name: str, plans_name: str,
-                                  configuration: str, folds: Sequence, teacher_trainer_name: str,
-                                  environ: Optional[dict] = None
-                                  ) -> Tuple[List[Tuple[str, Path]], List[Tuple[str, List[Path]]]]:
-    """(found, missing): found = [(label, checkpoint)], missing = [(label, paths looked for)].
-
-    ``$VERTKD_TEACHERS`` (os.pathsep-separated) wins: a file is a teacher; a folder holding checkpoint_final.pth
-    / checkpoint_best.pth is one; a folder holding fold_* folders gives the teacher of each fold in ``folds``.
-    Otherwise the default: the ``teacher_trainer_name`` model of each fold in ``folds``."""
-    environ = os.environ if environ is None else environ
-    found: List[Tuple[str, Path]] = []
-    missing: List[Tuple[str, List[Path]]] = []
-    entries = [e.strip() for e in environ.get(TEACHERS_ENV, "").split(os.pathsep) if e.strip()]
-    if entries:
-        for entry in entries:
-            p = Path(entry).expanduser()
-            if p.is_file():
-                found.append((str(p), p))
-                continue
-            if p.is_dir():
-                direct = _checkpoint_in(p)
-                if direct is not None:
-                    found.append((str(p), direct))
-                    continue
-                if any(p.glob("fold_*")):
-                    for f in folds:
-                        ck = _checkpoint_in(p / f"fold_{f}")
-                        if ck is None:
-                            missing.append((f"{p} fold {f}", [p / f"fold_{f}" / n for n in CHECKPOINT_NAMES]))
-                        else:
-                            found.append((f"{p} fold {f}", ck))
-                    continue
-            missing.append((str(p), [p] + ([p / n for n in CHECKPOINT_NAMES] if p.is_dir() else [])))
-        return found, missing
-    if not nnunet_results:
-        raise TeacherNotFoundError(
-            f"nnUNet_results is not set, so the fold teachers ({teacher_trainer_name}, folds "
-            f"{', '.join(str(f) for f in folds)}) cannot be found. Set nnUNet_results or list the teachers' "
-            f"checkpoints in {TEACHERS_ENV} (separated by '{os.pathsep}').")
-    for f in folds:
-        folder = default_teacher_fold_folder(nnunet_results, dataset_name, teacher_trainer_name, plans_name,
-                                             configuration, f)
-        ck = _checkpoint_in(folder)
-        if ck is None:
-            missing.append((f"fold {f}", [folder / n for n in CHECKPOINT_NAMES]))
-        else:
-            found.append((f"fold {f}", ck))
-    return found, missing
-
-
-def describe_teachers(found, missing, dataset_name: str, plans_name: str, configuration: str,
-                      teacher_trainer_name: str, folds: Sequence) -> str:
-    """Human-readable list of the teachers found and missing, with the commands that train the missing ones."""
-    lines = [f"Multi-teacher distillation: {len(found)} teacher(s) found, {len(missing)} missing "
-             f"(teacher trainer {teacher_trainer_name}, folds {', '.join(str(f) for f in folds)}):"]
-    lines += [f"  found   {label}: {path}" for label, path in found]
-    for label, looked in missing:
-        lines.append(f"  MISSING {label}: looked for {', '.join(str(p) for p in looked)}")
-    default_missing = [label[5:] for label, _ in missing if label.startswith("fold ")]
-    if default_missing:
-        lines.append("Train the missing teacher(s) with")
-        lines += [f"    nnUNetv2_train {dataset_name} {configuration} {f} -tr {teacher_trainer_name} -p {plans_name}"
-                  for f in default_missing]
-    if missing:
-        lines.append(f"{'or l' if default_missing else 'L'}ist existing teacher checkpoints (files, fold folders or "
-                     f"model folders) in {TEACHERS_ENV}, separated by '{os.pathsep}'.")
-    return "\n".join(lines)
-
-
-def feature_layer_modules(network: nn.Module) -> Dict[str, nn.Module]:
-    """The modules whose outputs are the last feature maps of the encoder (bottleneck) and of the decoder (before
-    the 1x1x1 head): ``encoder.stages[-1]`` and ``decoder.stages[-1]`` (VertKDUNet and nnU-Net's U-Nets)."""
-    try:
-        return {"encoder": network.encoder.stages[-1], "decoder": network.decoder.stages[-1]}
-    except (AttributeError, IndexError, TypeError) as e:
-        raise TypeError(f"{type(network).__name__} has no encoder.stages / decoder.stages: intermediate "
-                        f"distillation needs a U-Net like VertKDUNet or nnU-Net's PlainConvUNet") from e
-
-
-class FeatureRecorder:
-    """Forward hooks that keep the latest output of the feature layers of one network."""
-
-    def __init__(self, network: nn.Module, layers: Sequence[str] = FEATURE_LAYERS):
-        modules = feature_layer_modules(network)
-        self.features: Dict[str, torch.Tensor] = {}
-        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
-
-    def _hook(self, name):
-        def hook(_module, _inputs, output):
-            self.features[name] = output
-        return hook
-
-    def take(self, layers: Sequence[str] = FEATURE_LAYERS) -> List[torch.Tensor]:
-        missing = [n for n in layers if n not in self.features]
-        if missing:
-            raise RuntimeError(f"feature layers {missing} were not recorded (forward not run?)")
-        return [self.features.pop(n) for n in layers]
-
-    def clear(self):
-        self.features.clear()
-
-    def remove(self):
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        self.clear()
 
 
 def _memory_mb(device: torch.device) -> Tuple[float, str]:
@@ -183,8 +65,8 @@ class MultiTeacherDistillationMixin:
     #: stop when a listed teacher is missing; False: go on with the ones found (at least ``min_teachers``)
     require_all_teachers = True
     min_teachers = 2
-    #: "dice" (w = Dice / sum Dice: the better teacher on the input weighs more), "dice_loss_printed" (paper
-    #: 001's formula as printed: w = Dice loss / sum), "equal"
+    #: "dice" (w = Dice / sum Dice: the better teacher on the input weighs more), "dice_loss_printed" (Ben
+    #: Loussaief et al.'s formula as printed: w = Dice loss / sum), "equal"
     mt_weighting = "dice"
     mt_dice_smooth = 1.0
     mt_alpha = 0.1  # Mid
@@ -485,7 +367,7 @@ class VertKDStudentTrainer_multiTeacher_equalWeights(VertKDStudentTrainer_multiT
 
 
 class VertKDStudentTrainer_multiTeacher_printedWeights(VertKDStudentTrainer_multiTeacher):
-    """Paper 001's weight formula exactly as printed: w_j = Dice loss_j / sum (the worse teacher weighs more)."""
+    """Ben Loussaief et al.'s weight formula exactly as printed: w_j = Dice loss_j / sum (the worse teacher weighs more)."""
     mt_weighting = "dice_loss_printed"
 
 

@@ -43,7 +43,8 @@ def default_teacher_fold_folder(nnunet_results: str, dataset_name: str, teacher_
             / f"fold_{fold}")
 
 
-def _checkpoint_in(folder: Path) -> Optional[Path]:
+def checkpoint_in(folder: Path) -> Optional[Path]:
+    """checkpoint_final.pth in ``folder``, else checkpoint_best.pth, else None."""
     for name in CHECKPOINT_NAMES:
         if (folder / name).is_file():
             return folder / name
@@ -85,7 +86,7 @@ def find_teacher_checkpoint(nnunet_results: Optional[str], dataset_name: str, pl
             f"nnUNet_results or point {TEACHER_ENV} to the teacher's checkpoint file.")
     folder = default_teacher_fold_folder(nnunet_results, dataset_name, teacher_trainer_name, plans_name,
                                          configuration, fold)
-    found = _checkpoint_in(folder)
+    found = checkpoint_in(folder)
     if found is not None:
         return found
     raise TeacherNotFoundError(
