@@ -7,7 +7,9 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import write_centroids
-from nnunet_vertkd.evaluation.cli import case_id, main
+from nnunet_vertkd.evaluation import cli
+from nnunet_vertkd.evaluation.cli import main
+from nnunet_vertkd.image_io import case_id
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET
 
 SPACING_ITK = (1.0, 1.0, 2.0)   # (i, j, k): 2 mm along array axis 0
@@ -150,7 +152,7 @@ def test_grid_mismatch_single_files(tmp_path, capsys):
     write(pred, slabs([1, 2]), origin=(0.0, 0.0, 4.0))
     assert main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "verse004" in err and "origin" in err
+    assert err.startswith("vertkd_evaluate: error: ") and "verse004" in err and "origin" in err
     assert main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "o"), "--quiet",
                  "--resample-pred"]) == 0
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -183,3 +185,29 @@ def test_real_verse_sample_against_itself(verse_sample_dir, tmp_path):
     assert c["n_ref"] == len(labels) and c["dice_mean"] == 1.0 and c["hd_mean_mm"] == 0.0
     assert c["localisation_rate"] == 1.0 and c["d_mean_mm"] == 0.0 and c["missing"] == [] and c["extra"] == []
     assert set(s["regions"]) == {"lumbar"}
+
+
+@pytest.mark.parametrize("spelling", [["-np", "2", "--disable_progress_bar"], ["--num-processes", "2", "--no-progress"]])
+def test_option_spellings_old_and_new(tmp_path, capsys, spelling):
+    ref = tmp_path / "ref"
+    pred = tmp_path / "pred"
+    for case in ("verse004", "verse005"):
+        write(ref / f"{case}_seg.nii.gz", slabs([20, 21]))
+        write(pred / f"{case}.nii.gz", slabs([1, 2]))
+    assert main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "o"), *spelling]) == 0
+    captured = capsys.readouterr()
+    assert "| overall | 2 | 4 | 0 |" in captured.out and "vertkd_evaluate:" not in captured.err  # no progress bar
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["overall"]["dice_pct"]["mean"] == 100.0
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    write(tmp_path / "ref" / "verse004_seg.nii.gz", slabs([20, 21]))
+    write(tmp_path / "pred" / "verse004.nii.gz", slabs([1, 2]))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "evaluate_pairs", interrupted)
+    assert main(["-ref", str(tmp_path / "ref"), "-pred", str(tmp_path / "pred"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("vertkd_evaluate: interrupted") and "Traceback" not in err

@@ -224,6 +224,18 @@ def test_cli_refuses_non_empty_output(tmp_path, capsys):
     assert len(list(out.rglob("*_ct.nii.gz"))) == 3
 
 
+@pytest.mark.parametrize("spelling", [["-np", "2", "--disable_progress_bar"], ["--num-processes", "2", "--no-progress"]])
+def test_cli_option_spellings_old_and_new(spelling):
+    from nnunet_vertkd.synthetic.cli import build_parser
+    args = build_parser().parse_args(["out", *spelling])
+    assert args.num_processes == 2 and args.disable_progress_bar and not args.quiet
+
+
+def test_cli_bad_arguments_exit_2(tmp_path, capsys):
+    assert cli_main([str(tmp_path / "x"), "--cases", "0"]) == 2
+    assert capsys.readouterr().err.startswith("vertkd_make_synthetic: error: --cases")
+
+
 @pytest.mark.slow
 def test_full_scale_case_takes_seconds():
     t0 = time.time()
