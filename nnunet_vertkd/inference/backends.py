@@ -1,321 +1,35 @@
 """Inference backends for the loop's patch predictor and the spine step: torch, OpenVINO, ONNX Runtime.
 
     backend = resolve_backend("auto", device)        # "torch" on a GPU; on the CPU the fastest installed
-    runner = make_runner(net, backend, device, cache_dir=fold_folder, example_shape=(1, 2, 128, 128, 128))
+    runner = make_runner(net, backend, device, num_threads, example_shape=(1, 2, 128, 128, 128),
+                         cache_dir=fold_folder)
     logits = runner(x)                                # x: (B, C, *S) float32 numpy -> (B, C_out, *S) float32
 
-* ``torch``: the network as loaded (eager; on the CPU in ``channels_last_3d`` memory format, which is faster for
-  3D convolutions on x86 and gives the same numbers up to float rounding).
-* ``openvino`` / ``onnxruntime`` (CPU only, optional: ``pip install "nnunet-vertkd[openvino]"`` or
-  ``"[onnxruntime]"``): the network is exported once to ONNX (``torch.onnx.export``, TorchScript exporter, opset
-  ``ONNX_OPSET``, dynamic batch and spatial axes) and the file is cached **beside the checkpoint**
-  (``{checkpoint stem}.vertkd-{key}.onnx`` in the fold folder; the key hashes the weights, the network class,
-  the torch version and this module's export version, so a retrained checkpoint gets a new export); when that
-  folder is not writable (e.g. the shipped model inside a read-only installed package) the file goes to the
-  user cache (``$VERTKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnunet_vertkd/backends``, else
-  ``~/.cache/nnunet_vertkd/backends``). Files are written to a temporary name and renamed into place
-  (``os.replace``), so concurrent runs never read half a file.
-
-Every export is checked once against torch on random input of the example shape: the sigmoid (vertebra net) /
-softmax (spine net) probabilities must agree within ``PROBABILITY_TOLERANCE`` (max abs difference); the result is
-stored next to the export (``.json``) so later loads skip the check. Networks with data-dependent control flow
-(the tracer warns) or that fail the check cannot use these backends: ``"auto"`` then falls back to torch with a
-message, an explicitly requested backend raises ``BackendError``.
-
-OpenVINO compiles the model for each input shape it sees (the loop always sends one patch shape, batch 1, or 2
-with mirroring), in float32 (``INFERENCE_PRECISION_HINT=f32``: no bf16 on CPUs that have it, so outputs stay
-within the tolerance).
+The pieces: the choice of backend (``backend_choice``: ``resolve_backend``, ``BackendError``), the runtime
+sessions (``backend_runners``: ``TorchRunner``, ``OpenVINORunner``, ``OnnxRuntimeRunner``), the cached and checked
+ONNX export the CPU backends run (``onnx_export``: ``exported_model``, ``PROBABILITY_TOLERANCE``). This module puts
+them together: runners for every fold (``make_runners``; with ``"auto"`` a network that cannot be exported falls
+back to torch with a message, an explicitly requested backend raises ``BackendError``), the loop's patch predictor
+on any backend (``BackendPatchPredictor``, ``vertebra_patch_predictor``) and an ``nnUNetPredictor`` whose network
+runs on a backend (``attach_to_nnunet_predictor``, the spine step). OpenVINO / ONNX Runtime are optional extras
+(``pip install "nnunet-vertkd[openvino]"`` or ``"[onnxruntime]"``) and run on the CPU only.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib
-import json
 import os
-import sys
-import tempfile
-import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-BACKENDS = ("torch", "openvino", "onnxruntime")
-#: order in which "auto" picks a CPU backend (fastest first; measured in docs/efficiency_whole_spine.md)
-CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
-#: max abs difference of probabilities accepted between an exported model and torch
-PROBABILITY_TOLERANCE = 1e-3
-ONNX_OPSET = 17
-#: bump when the export changes (invalidates cached files)
-EXPORT_VERSION = "1"
-_PIP_HINT = {"openvino": 'pip install "nnunet-vertkd[openvino]"  (or: pip install openvino onnx)',
-             "onnxruntime": 'pip install "nnunet-vertkd[onnxruntime]"  (or: pip install onnxruntime onnx)'}
-
-Runner = Callable[[np.ndarray], np.ndarray]
-
-
-class BackendError(RuntimeError):
-    """A backend that was asked for cannot be used (not installed, wrong device, network not exportable)."""
-
-
-# ---------------------------------------------------------------------------------------------------- choice
-def backend_installed(name: str) -> bool:
-    if name == "torch":
-        return True
-    if name not in BACKENDS:
-        return False
-    try:
-        importlib.import_module(name)
-        return True
-    except Exception:
-        return False
-
-
-def installed_backends() -> List[str]:
-    return [b for b in BACKENDS if backend_installed(b)]
-
-
-def backend_version(name: str) -> str:
-    try:
-        return f"{name} {importlib.import_module(name).__version__}"
-    except Exception:
-        return name
-
-
-def resolve_backend(requested: Optional[str], device) -> str:
-    """The backend to use: ``None``/"auto" = torch on a GPU, the first installed of ``CPU_PREFERENCE`` on the CPU.
-    A named backend that is not installed, or a CPU-only backend on a GPU device, raises ``BackendError``."""
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    req = (requested or "auto").lower()
-    if req == "auto":
-        if dev.type != "cpu":
-            return "torch"
-        return next(b for b in CPU_PREFERENCE if backend_installed(b))
-    if req not in BACKENDS:
-        raise BackendError(f"unknown backend {requested!r}; choose from auto, {', '.join(BACKENDS)}")
-    if req != "torch" and dev.type != "cpu":
-        raise BackendError(f"backend {req!r} runs on the CPU only (device is {dev.type}); use -device cpu or "
-                           f"--backend torch")
-    if not backend_installed(req):
-        raise BackendError(f"backend {req!r} is not installed: {_PIP_HINT[req]}; installed: "
-                           f"{', '.join(installed_backends())}")
-    return req
-
-
-# ---------------------------------------------------------------------------------------------------- cache
-def user_cache_dir() -> str:
-    if os.environ.get("VERTKD_CACHE_DIR"):
-        return os.environ["VERTKD_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "nnunet_vertkd", "backends")
-
-
-def _writable(folder: str) -> bool:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".vertkd_probe", dir=folder)
-        os.close(fd)
-        os.remove(probe)
-        return True
-    except OSError:
-        return False
-
-
-def cache_folder(preferred: Optional[str]) -> str:
-    """``preferred`` (the checkpoint's folder) when writable, else the user cache dir (created)."""
-    if preferred and _writable(preferred):
-        return preferred
-    folder = user_cache_dir()
-    if not _writable(folder):
-        folder = os.path.join(tempfile.gettempdir(), "nnunet_vertkd_backends")
-        os.makedirs(folder, exist_ok=True)
-    return folder
-
-
-def network_key(net: torch.nn.Module, in_channels: int) -> str:
-    """Hash of what the export depends on: weights and buffers, class, inputs, torch and export version."""
-    h = hashlib.sha256()
-    h.update(f"{type(net).__module__}.{type(net).__qualname__}|{in_channels}|{torch.__version__}|"
-             f"{EXPORT_VERSION}|{ONNX_OPSET}".encode())
-    for name, t in net.state_dict().items():
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(t.detach().cpu().float().numpy()).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-# ---------------------------------------------------------------------------------------------------- export
-class _FirstOutput(torch.nn.Module):
-    """Deep supervision left on: keep the full-resolution output (what the predictors use)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        out = self.net(x)
-        return out[0] if isinstance(out, (list, tuple)) else out
-
-
-def export_onnx(net: torch.nn.Module, example_shape: Sequence[int], path: str) -> None:
-    """Export ``net`` (eval, float32, CPU copy) to ONNX at ``path`` (atomic). Raises BackendError when the tracer
-    reports data-dependent control flow (the export would be wrong for other inputs)."""
-    model = _FirstOutput(copy.deepcopy(net).float().cpu().eval())
-    x = torch.zeros(tuple(int(s) for s in example_shape), dtype=torch.float32)
-    dyn = {0: "batch", 2: "d0", 3: "d1", 4: "d2"}
-
-    def write(tmp):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with torch.no_grad():
-                torch.onnx.export(model, (x,), tmp, dynamo=False, input_names=["x"], output_names=["logits"],
-                                  dynamic_axes={"x": dyn, "logits": dyn}, opset_version=ONNX_OPSET,
-                                  do_constant_folding=True)
-        torch_dir = os.path.dirname(torch.__file__)  # torch's own shape checks (instance norm, ...) are benign
-        tracer = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)
-                  and not os.path.abspath(w.filename).startswith(torch_dir)]
-        if tracer:
-            raise BackendError(f"{type(net).__name__} cannot be exported faithfully (data-dependent control flow: "
-                               f"{tracer[0][:200]})")
-    _atomic_write(path, write)
-
-
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits))
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def compare_to_torch(net: torch.nn.Module, runner: Runner, shape: Sequence[int], seed: int = 0) -> float:
-    """Max abs difference of probabilities (sigmoid for one output, softmax otherwise) between ``runner`` and
-    the torch network on standard-normal input of ``shape``."""
-    x = np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32)
-    model = _FirstOutput(net).eval()
-    dev = next((p.device for p in net.parameters()), torch.device("cpu"))
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(x).to(dev)).float().cpu().numpy()
-    return float(np.abs(_probabilities(runner(x)) - _probabilities(ref)).max())
-
-
-# ---------------------------------------------------------------------------------------------------- runners
-class TorchRunner:
-    """The torch network; on the CPU in channels_last_3d memory format (same numbers, faster convolutions)."""
-
-    def __init__(self, net: torch.nn.Module, device, channels_last: Optional[bool] = None):
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.net = _FirstOutput(net).eval()
-        if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
-
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            out = self.net(t)
-        return out.float().contiguous().cpu().numpy()
-
-
-class OnnxRuntimeRunner:
-    def __init__(self, onnx_path: str, num_threads: int):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(num_threads)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
-class OpenVINORunner:
-    """OpenVINO on the CPU, one compiled model per input shape, float32, latency mode."""
-
-    def __init__(self, onnx_path: str, num_threads: int):
-        import openvino as ov
-        self.core = ov.Core()
-        self.path = onnx_path
-        self.config = {"INFERENCE_NUM_THREADS": int(num_threads), "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_PRECISION_HINT": "f32"}
-        self.compiled: Dict[Tuple[int, ...], object] = {}
-
-    def _compiled(self, shape: Tuple[int, ...]):
-        c = self.compiled.get(shape)
-        if c is None:
-            model = self.core.read_model(self.path)
-            model.reshape({0: list(shape)})
-            c = self.core.compile_model(model, "CPU", self.config)
-            self.compiled[shape] = c
-        return c
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        request = self._compiled(tuple(x.shape))
-        return np.asarray(request(x)[0])
-
-
-def exported_model(net: torch.nn.Module, example_shape: Sequence[int], cache_dir: Optional[str],
-                   stem: str = "network", log: Callable[[str], None] = None) -> Tuple[str, dict]:
-    """(path of the cached ONNX export, its info) for ``net``; exports and checks it if not cached."""
-    folder = cache_folder(cache_dir)
-    key = network_key(net, int(example_shape[1]))
-    path = os.path.join(folder, f"{stem}.vertkd-{key}.onnx")
-    info_path = path[:-len(".onnx")] + ".json"
-    if os.path.isfile(path) and os.path.isfile(info_path):
-        try:
-            with open(info_path, encoding="utf-8") as f:
-                info = json.load(f)
-            if info.get("key") == key:
-                return path, info
-        except (OSError, ValueError):
-            pass
-    if log:
-        log(f"exporting {type(net).__name__} to ONNX once: {path}")
-    try:
-        export_onnx(net, example_shape, path)
-    except BackendError:
-        raise
-    except Exception as e:  # an operator the exporter does not know, ...
-        raise BackendError(f"{type(net).__name__} cannot be exported to ONNX: {type(e).__name__}: {e}") from e
-    try:  # the check: onnxruntime if present (fast to load), else OpenVINO
-        runner = (OnnxRuntimeRunner(path, torch.get_num_threads()) if backend_installed("onnxruntime")
-                  else OpenVINORunner(path, torch.get_num_threads()))
-        diff = compare_to_torch(net, runner, example_shape)
-    except Exception as e:
-        os.remove(path)
-        raise BackendError(f"the ONNX export of {type(net).__name__} does not run: {type(e).__name__}: {e}") from e
-    if not diff < PROBABILITY_TOLERANCE:
-        os.remove(path)
-        raise BackendError(f"the ONNX export of {type(net).__name__} differs from torch by {diff:.2e} "
-                           f"(max abs probability difference; tolerance {PROBABILITY_TOLERANCE})")
-    info = {"key": key, "network": type(net).__name__, "example_shape": list(example_shape),
-            "max_abs_probability_difference": diff, "torch": torch.__version__, "opset": ONNX_OPSET}
-    _atomic_write(info_path, lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(info, indent=1)))
-    for name in os.listdir(folder):  # older exports of the same checkpoint (retrained weights)
-        if name.startswith(f"{stem}.vertkd-") and not name.startswith(f"{stem}.vertkd-{key}") and \
-                name.endswith((".onnx", ".json")):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass
-    return path, info
+from nnunet_vertkd.inference.backend_choice import (  # noqa: F401  (re-exported)
+    BACKENDS, CPU_PREFERENCE, BackendError, backend_installed, backend_version, installed_backends, resolve_backend)
+from nnunet_vertkd.inference.backend_runners import (  # noqa: F401  (re-exported)
+    OnnxRuntimeRunner, OpenVINORunner, Runner, TorchRunner)
+from nnunet_vertkd.inference.onnx_export import (  # noqa: F401  (re-exported)
+    EXPORT_VERSION, ONNX_OPSET, PROBABILITY_TOLERANCE, cache_folder, compare_to_torch, export_onnx, exported_model,
+    network_key, probabilities, user_cache_dir)
 
 
 def make_runner(net: torch.nn.Module, backend: str, device, num_threads: int, example_shape: Sequence[int],
@@ -435,7 +149,3 @@ def attach_to_nnunet_predictor(predictor, backend: Optional[str], device, num_th
     if used != "torch":
         predictor.network = _RunnerModule(list(zip(predictor.list_of_parameters, runners)))
     return used
-
-
-def _stderr(msg: str) -> None:
-    print(f"vertkd backends: {msg}", file=sys.stderr, flush=True)

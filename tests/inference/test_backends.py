@@ -1,4 +1,5 @@
-"""Inference backends (nnunet_vertkd/inference/backends.py): equal outputs, cache, choice, messages.
+"""Inference backends (nnunet_vertkd/inference/backends.py and the modules it puts together: backend_choice,
+backend_runners, onnx_export): equal outputs, cache, choice, messages.
 
 The OpenVINO / ONNX Runtime tests are skipped when those optional extras are not installed. Patches are tiny
 (16^3) so the file runs in seconds.
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_vertkd.inference import backend_choice, onnx_export
 from nnunet_vertkd.inference import backends as B
 from nnunet_vertkd.inference.model_loading import PatchPredictor
 from nnunet_vertkd.trainers.network import STUDENT_FEATURES, VertKDUNet
@@ -45,12 +47,12 @@ def random_patch(seed=1, channels=2, shape=PATCH):
 def test_auto_choice(monkeypatch):
     assert B.resolve_backend("auto", torch.device("cuda")) == "torch"
     assert B.resolve_backend(None, "cpu") == next(b for b in B.CPU_PREFERENCE if B.backend_installed(b))
-    monkeypatch.setattr(B, "backend_installed", lambda name: name == "torch")
+    monkeypatch.setattr(backend_choice, "backend_installed", lambda name: name == "torch")
     assert B.resolve_backend("auto", "cpu") == "torch"
 
 
 def test_missing_backend_message(monkeypatch):
-    monkeypatch.setattr(B, "backend_installed", lambda name: name == "torch")
+    monkeypatch.setattr(backend_choice, "backend_installed", lambda name: name == "torch")
     with pytest.raises(B.BackendError, match=r"'openvino' is not installed: pip install \"nnunet-vertkd\[openvino\]\""):
         B.resolve_backend("openvino", "cpu")
     with pytest.raises(B.BackendError, match="onnxruntime.*not installed"):
@@ -67,7 +69,7 @@ def test_cpu_only_backends_refuse_gpu():
 def test_predictor_and_cli_report_missing_backend(monkeypatch):
     from nnunet_vertkd.inference import cli
     from nnunet_vertkd.inference.predictor import VertKDPredictor
-    monkeypatch.setattr(B, "backend_installed", lambda name: name == "torch")
+    monkeypatch.setattr(backend_choice, "backend_installed", lambda name: name == "torch")
     with pytest.raises(B.BackendError, match="pip install"):
         VertKDPredictor(device=torch.device("cpu"), backend="openvino")
     assert "--backend" in cli.build_parser().format_help()
@@ -80,7 +82,7 @@ def test_torch_channels_last_equals_eager():
     with torch.inference_mode():
         ref = net(torch.from_numpy(x)).numpy()
     out = B.TorchRunner(net, "cpu")(x)
-    assert np.abs(B._probabilities(out) - B._probabilities(ref)).max() < 1e-5
+    assert np.abs(B.probabilities(out) - B.probabilities(ref)).max() < 1e-5
 
 
 def test_backend_patch_predictor_torch_equals_patch_predictor():
@@ -113,7 +115,7 @@ def test_exported_outputs_equal_torch(backend, mirror, tmp_path):
     x = random_patch(3, shape=(24, 16, 32))[None]
     with torch.inference_mode():
         ref = nets[0](torch.from_numpy(x)).numpy()
-    assert np.abs(B._probabilities(runners[0](x)) - B._probabilities(ref)).max() < B.PROBABILITY_TOLERANCE
+    assert np.abs(B.probabilities(runners[0](x)) - B.probabilities(ref)).max() < B.PROBABILITY_TOLERANCE
 
 
 @needs_export
@@ -138,8 +140,8 @@ def test_export_cached_beside_checkpoint_once(tmp_path):
 def test_read_only_model_folder_uses_user_cache(tmp_path, monkeypatch):
     fold = tmp_path / "package" / "fold_all"
     fold.mkdir(parents=True)
-    real = B._writable
-    monkeypatch.setattr(B, "_writable", lambda folder: False if str(folder) == str(fold) else real(folder))
+    real = onnx_export._writable
+    monkeypatch.setattr(onnx_export, "_writable", lambda folder: False if str(folder) == str(fold) else real(folder))
     path, _ = B.exported_model(student(), (1, 2, *PATCH), str(fold), "checkpoint_final")
     assert os.path.dirname(path) == str(tmp_path / "user_cache") and os.listdir(fold) == []
 
