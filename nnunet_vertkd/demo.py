@@ -24,11 +24,15 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from nnunet_vertkd.benchmarks.pipeline import (Pipeline, PipelineError, fmt_ms, real_sample_dir, summary_row,
-                                               verse_case_ids)
+from nnunet_vertkd import workflow
+from nnunet_vertkd.benchmarks.pipeline import Pipeline, PipelineError, fmt_ms, summary_row
+from nnunet_vertkd.command_line import (InputError, add_device_option, add_overwrite_option, add_processes_option,
+                                        add_threads_option, add_tta_option, command)
 
+PROG = "vertkd_demo"
 DATASET_ID = 501
 SPINE_DATASET_ID = 502
+TRAIN_STEPS = 8
 
 LIMITS = """\
 What this short CPU run shows, and what it cannot:
@@ -48,7 +52,7 @@ What this short CPU run shows, and what it cannot:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="vertkd_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  vertkd_demo --out vertkd_demo_output          (segment with the shipped model, minutes)\n"
                "  vertkd_demo --train --out vertkd_train_demo    (train everything on a short schedule)")
     p.add_argument("--out", default="vertkd_demo_output", help="output folder (default: %(default)s); refused if "
@@ -67,18 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vertebra model folder instead of the shipped student (e.g. a teacher under nnUNet_results)")
     seg.add_argument("--spine-model", metavar="MODEL_FOLDER", help="spine model folder instead of the shipped one")
     seg.add_argument("--fold", default="all", help="fold of --vertebra-model/--spine-model (default: %(default)s)")
-    seg.add_argument("--disable-tta", action="store_true", help="no left-right mirroring at test time")
+    add_tta_option(seg)
     trn = p.add_argument_group("--train pipeline")
     trn.add_argument("--cases", type=int, default=8, help="synthetic scans to generate (default: %(default)s; about "
                                                           "60%% training, 20%% validation, 20%% test)")
     trn.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the training (default: 0)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: %(default)s)")
+    add_device_option(p)
     trn.add_argument("--keep", action="store_true",
                    help="keep the intermediate data (synthetic tree, nnUNet_preprocessed); default: delete them "
                         "at the end and keep the raw datasets, models, predictions and evaluations")
-    p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
+    add_overwrite_option(p, "delete a non-empty --out first")
     p.add_argument("--resume", action="store_true", help="continue a run in --out (finished steps are skipped)")
     trn.add_argument("--no-real", action="store_true", help="do not use the real VerSe samples")
+    add_processes_option(trn, default=2, what="processes for generating and converting the data")
     adv = p.add_argument_group("advanced, --train (defaults are the embedded demo)")
     adv.add_argument("--synthetic-scale", type=float, default=1.0, help="vertkd_make_synthetic --scale (default: 1.0)")
     adv.add_argument("--spacing-mm", type=float, default=3.0,
@@ -86,24 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--schedule", default="demo",
                      help="trainer variant suffix from nnunet_vertkd/trainers/benchmarking.py "
                           "(default: demo; studyMini = a few iterations, for tests)")
-    adv.add_argument("--threads", type=int, default=None, help="OMP/torch threads per process")
+    add_threads_option(adv)
     return p
 
 
-def _step(n: int, total: int, text: str) -> None:
-    print(f"\n=== [{n}/{total}] {text} ===", flush=True)
-
-
+@command(PROG)
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     if out.exists() and any(out.iterdir()):
         if args.overwrite:
             shutil.rmtree(out)
         elif not args.resume:
-            print(f"vertkd_demo: {out} exists and is not empty. Use --resume to continue that run, --overwrite "
-                  f"to replace it, or another --out.", file=sys.stderr)
-            return 2
+            raise InputError(f"{out} exists and is not empty. Use --resume to continue that run, --overwrite "
+                             f"to replace it, or another --out.")
     if args.train:
         return train_pipeline(args, out)
     return segmentation_demo(args, out)
@@ -138,7 +141,8 @@ def segmentation_demo(args, out: Path) -> int:
         print(f"vertkd_demo: the embedded scan is missing ({DEMO_DATA}); reinstall the package", file=sys.stderr)
         return 1
     sets = {"real": DEMO_DATA}
-    _step(1, 4, f"inputs: the embedded real VerSe scan sub-verse012 (held out from training)"
+    step = workflow.StepHeaders(total=4)
+    step(f"inputs: the embedded real VerSe scan sub-verse012 (held out from training)"
           + (f" + {args.synthetic_cases} synthetic scans (seed {args.synthetic_seed})" if args.synthetic_cases else ""))
     if args.synthetic_cases > 0:
         from nnunet_vertkd.synthetic.verse_tree import write_synthetic_verse
@@ -151,7 +155,7 @@ def segmentation_demo(args, out: Path) -> int:
     for name, cases in inputs.items():
         print(f"  {name}: {', '.join(cases)} -> {out / 'inputs' / name}")
 
-    _step(2, 4, "load the model")
+    step("load the model")
     if args.vertebra_model:
         vertebra, vfold = args.vertebra_model, args.fold
         spine, sfold = (args.spine_model, args.fold) if args.spine_model else (pretrained.model_folders()[1],
@@ -180,7 +184,7 @@ def segmentation_demo(args, out: Path) -> int:
         print(chatter.getvalue())
         raise
 
-    _step(3, 4, "segment (spine location, then one vertebra at a time from the top)")
+    step("segment (spine location, then one vertebra at a time from the top)")
     preds = {}
     for name in sets:
         pred = out / "predictions" / name
@@ -200,7 +204,7 @@ def segmentation_demo(args, out: Path) -> int:
                 print(f"      labels (probability): {labels_line(rec['labelling'])}")
         preds[name] = pred
 
-    _step(4, 4, "evaluate against the ground truth (vertkd_evaluate)")
+    step("evaluate against the ground truth (vertkd_evaluate)")
     rows = []
     for name, tree in sets.items():
         ev = out / "evaluation" / name
@@ -243,100 +247,58 @@ def _device(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ --train
+def _train_jobs(args) -> List[workflow.TrainJob]:
+    env = {"VERTKD_STUDY_SEED": str(args.seed)}
+    return [workflow.TrainJob(DATASET_ID, f"VertKDTeacherTrainer_{args.schedule}", "train teacher", env),
+            workflow.TrainJob(DATASET_ID, f"VertKDStudentTrainer_{args.schedule}", "train student", env),
+            workflow.TrainJob(SPINE_DATASET_ID, f"VertKDSpineTrainer_{args.schedule}", "train spine", env)]
+
+
+TRAINING_TITLES = {"train teacher": "teacher (16-32-64-128)",
+                   "train student": "student (8-16-32-64), distilled from the teacher",
+                   "train spine": "spine model (step 1)"}
+
+
 def train_pipeline(args, out: Path) -> int:
+    """The ``--train`` preset of ``nnunet_vertkd.workflow``: data, teacher, student, spine model, predictions of
+    both vertebra models with the spine model, evaluation; then the table and what such a run can show."""
     t_start = time.time()
     p = Pipeline(out, device=args.device, threads=args.threads, log_name="demo.log")
-    seed_env = {"VERTKD_STUDY_SEED": str(args.seed)}
-    teacher = f"VertKDTeacherTrainer_{args.schedule}"
-    student = f"VertKDStudentTrainer_{args.schedule}"
-    spine = f"VertKDSpineTrainer_{args.schedule}"
-    real = None if args.no_real else real_sample_dir()
-    total = 8
+    recipe = workflow.DataRecipe(DATASET_ID, args.cases, args.seed, args.synthetic_scale, args.spacing_mm,
+                                 spine_dataset_id=SPINE_DATASET_ID, use_real=not args.no_real,
+                                 num_processes=args.num_processes)
+    step = workflow.StepHeaders(total=TRAIN_STEPS)
+    jobs = _train_jobs(args)
+    teacher, student, spine = (job.trainer for job in jobs)
     try:
-        # ---------------------------------------------------------------- data
-        ready = out / ".data_ready"
-        if not (args.resume and ready.is_file()):
-            _step(1, total, f"generate {args.cases} synthetic VerSe scans (seed {args.seed})")
-            p.generate_synthetic(out / "synthetic", args.cases, args.seed, args.synthetic_scale, num_processes=2)
-            _step(2, total, "convert synthetic" + (" + real VerSe samples" if real else "") +
-                  f" to nnU-Net datasets {DATASET_ID} (vertebrae, {args.spacing_mm} mm) and {SPINE_DATASET_ID} (spine)")
-            if real is None and not args.no_real:
-                print("(real VerSe samples not found at ../shared/data/verse_sample: synthetic data only)")
-            report = p.convert([out / "synthetic"] + ([real] if real else []), DATASET_ID, args.spacing_mm,
-                               num_processes=2)
-            skipped = report.get("skipped") or []
-            if skipped:
-                print(f"conversion skipped {len(skipped)} case(s): "
-                      + "; ".join(f"{s.get('case', s.get('stem', '?'))}: {s.get('reason', s.get('message', ''))}"
-                                  for s in skipped if isinstance(s, dict)))
-            _step(3, total, "nnUNetv2_plan_and_preprocess")
-            p.plan_and_preprocess([DATASET_ID, SPINE_DATASET_ID], num_processes=2, verify=False)
-            real_ids = [c for c in (verse_case_ids(real) if real else []) if c in p.cases_in(DATASET_ID, "imagesTr")]
-            if real_ids:
-                p.hold_out([DATASET_ID, SPINE_DATASET_ID], real_ids)
-                print(f"real samples {real_ids} held out (validation side of fold 0): never trained on")
-            ready.write_text(json.dumps({"real_ids": real_ids}))
-        real_ids = json.loads(ready.read_text())["real_ids"]
-
-        # ---------------------------------------------------------------- training
-        trainings = ((teacher, DATASET_ID, "teacher", "teacher (16-32-64-128)"),
-                     (student, DATASET_ID, "student", "student (8-16-32-64), distilled from the teacher"),
-                     (spine, SPINE_DATASET_ID, "spine", "spine model (step 1)"))
-        for n, (trainer, dataset, short, what) in enumerate(trainings, start=4):
-            _step(n, total, f"nnUNetv2_train {what}: -tr {trainer}")
-            ckpt = p.model_folder(dataset, trainer) / "fold_0" / "checkpoint_final.pth"
-            if args.resume and ckpt.is_file():
-                print(f"already trained: {ckpt}")
-                continue
-            p.train(dataset, trainer, "0", tag=f"train {short}", extra_env=seed_env)
-
-        # ---------------------------------------------------------------- prediction
-        _step(7, total, "vertkd_predict: held-out synthetic test scans + real samples (student and teacher)")
-        test_ids = p.cases_in(DATASET_ID, "imagesTs")
-        sets = {}
-        if test_ids:
-            sets["synthetic test"] = p.link_cases(DATASET_ID, test_ids, out / "testsets" / "synthetic",
-                                                  "imagesTs", "labelsTs")
-        if real_ids:
-            sets["real samples"] = p.link_cases(DATASET_ID, real_ids, out / "testsets" / "real")
+        real_ids = workflow.prepare_data(p, out, recipe, args.resume, announce=step)
+        step.n = 4  # the training steps (also when --resume skipped the data steps)
+        workflow.train_all(p, jobs, args.resume,
+                           announce=lambda job: step(f"nnUNetv2_train {TRAINING_TITLES[job.tag]}: -tr {job.trainer}"))
+        step("vertkd_predict: held-out synthetic test scans + real samples (student and teacher)")
+        sets, _ = workflow.test_sets(p, out, DATASET_ID, real_ids)
         if not sets:
             raise PipelineError("no test scans (imagesTs is empty and no real samples): use more --cases")
-        images = out / "testsets" / "all_images"
-        if images.exists():
-            shutil.rmtree(images)
-        images.mkdir(parents=True)
-        for folders in sets.values():
-            for f in sorted(Path(folders["images"]).iterdir()):
-                shutil.copy(f, images / f.name)
+        images = workflow.collect_images(sets, out / "testsets" / "all_images")
         preds = {}
         for name, trainer in (("student", student), ("teacher", teacher)):
-            pred = out / "predictions" / name
-            p.predict(images, pred, DATASET_ID, trainer, "0", spine_dataset_id=SPINE_DATASET_ID,
-                      spine_trainer=spine, save_preview=True, tag=f"predict {name}")
-            missing = [f.name for f in sorted(images.iterdir())
-                       if not (pred / f.name.replace("_0000.nii.gz", ".nii.gz")).is_file()]
-            if missing:  # e.g. the briefly trained spine model found no spine: the documented HU heuristic
-                print(f"[predict {name}] {len(missing)} scan(s) without result with the spine model: retrying them "
-                      f"with the bone-threshold spine heuristic (recorded as spine_source='heuristic')")
-                p.run(f"predict {name} (heuristic spine)",
-                      ["vertkd_predict", "-i", images, "-o", pred, "-d", DATASET_ID, "-tr", trainer, "-f", "0",
-                       "-device", args.device, "--save-preview", "--disable-tta"], check=False)
-            preds[name] = pred
-
-        # ---------------------------------------------------------------- evaluation
-        _step(8, total, "vertkd_evaluate")
-        rows = []
-        for name, pred in preds.items():
-            for set_name, folders in sets.items():
-                ev = out / "evaluation" / name / set_name.split()[0]
-                s = p.evaluate(folders["labels"], pred, ev, tag=f"evaluate {name} {set_name.split()[0]}")
-                rows.append((name, set_name, summary_row(s), ev))
+            preds[name] = out / "predictions" / name
+            workflow.predict(p, images, preds[name], DATASET_ID, trainer, f"predict {name}",
+                             spine_dataset_id=SPINE_DATASET_ID, spine_trainer=spine, save_preview=True)
+        step("vertkd_evaluate")
+        rows = [(name, set_name, summary_row(s), ev) for name, pred in preds.items()
+                for set_name, s, ev in workflow.evaluate(p, sets, pred, out / "evaluation" / name,
+                                                         f"evaluate {name}")]
     except PipelineError as e:
         print(f"\nvertkd_demo stopped: {e}", file=sys.stderr)
         print(f"Fix the problem and re-run with --resume --out {args.out} to continue.", file=sys.stderr)
         return 1
+    _print_training_report(args, out, p, rows, preds, real_ids, t_start)
+    return 0
 
-    # -------------------------------------------------------------------- report
+
+def _print_training_report(args, out: Path, p: Pipeline, rows, preds, real_ids, t_start: float) -> None:
+    """The table per model and test set, where the outputs are, the time per step and the run's limits."""
     print("\n" + "=" * 100)
     print("vertkd_demo results (mean ± std over vertebrae; failure = Dice < 50 %; missing = not found)")
     header = f"{'model':8} {'test set':15} {'scans':>5} {'vert.':>5} {'missing':>7} {'Dice %':>15} " \
@@ -373,7 +335,6 @@ def train_pipeline(args, out: Path) -> int:
     n_iter = sched.get("num_epochs", 0) * sched.get("num_iterations_per_epoch", 0)
     patch = "x".join(str(x) for x in sched.get("patch_size_voxels") or ()) or "planned"
     print(LIMITS.format(n_train=n_train, spacing=args.spacing_mm, n_iter=n_iter, patch=patch))
-    return 0
 
 
 if __name__ == "__main__":

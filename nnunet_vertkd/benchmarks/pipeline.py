@@ -219,9 +219,10 @@ class Pipeline:
     def predict(self, inputs: Path, output: Path, dataset_id: int, trainer: str, fold="0",
                 spine_dataset_id: Optional[int] = None, spine_trainer: Optional[str] = None,
                 save_preview: bool = False, disable_tta: bool = True, tag: Optional[str] = None,
-                check: bool = False) -> int:
+                check: bool = False, overwrite: bool = True, extra_env: Optional[Dict[str, str]] = None) -> int:
+        """vertkd_predict (without ``overwrite``: only the scans without a result); returns its exit status."""
         cmd = ["vertkd_predict", "-i", inputs, "-o", output, "-d", dataset_id, "-tr", trainer, "-f", fold,
-               "-device", self.device, "--overwrite"]
+               "-device", self.device] + (["--overwrite"] if overwrite else [])
         if spine_dataset_id is not None:
             cmd += ["--spine-dataset", spine_dataset_id, "--spine-f", fold]
             if spine_trainer:
@@ -233,7 +234,7 @@ class Pipeline:
         if self.threads:
             cmd += ["-npp", self.threads]
         # a case that fails (e.g. "no spine found" for a barely trained model) is reported, not fatal
-        return self.run(tag or f"predict {trainer}", cmd, check=check)
+        return self.run(tag or f"predict {trainer}", cmd, extra_env=extra_env, check=check)
 
     def evaluate(self, ref: Path, pred: Path, out: Path, tag: str = "evaluate", quiet: bool = True) -> dict:
         cmd = ["vertkd_evaluate", "-ref", ref, "-pred", pred, "-o", out]

@@ -32,12 +32,15 @@ import json
 import shutil
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from nnunet_vertkd.benchmarks.pipeline import Pipeline, PipelineError, real_sample_dir, verse_case_ids
+from nnunet_vertkd import workflow
+from nnunet_vertkd.benchmarks.machine import describe_machine, machine_info
+from nnunet_vertkd.benchmarks.pipeline import Pipeline
+from nnunet_vertkd.command_line import (InputError, add_device_option, add_overwrite_option, add_threads_option,
+                                        command)
 from nnunet_vertkd.evaluation.aggregate import pool_vertebrae, rows_from_csv
 
 PAPER_IDS = ("T_B", "T_S", "S_S", "S_T3", "S_T4", "S_T5", "S_L", "S_LW")
@@ -78,16 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing-mm", type=float, default=None, help="conversion spacing (default: preset)")
     p.add_argument("--suffix", default=None,
                    help="trainer variant suffix (default: preset; see nnunet_vertkd/trainers/benchmarking.py)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device (default: preset)")
+    add_device_option(p, default=None)  # None: the preset's
     p.add_argument("--parallel", type=int, default=None,
                    help="trainings run at the same time (GPU: several on one GPU; default: preset)")
-    p.add_argument("--threads", type=int, default=None, help="OMP/torch threads per process")
+    add_threads_option(p)
     p.add_argument("--no-real", action="store_true", help="do not use the real VerSe samples")
     p.add_argument("--docs", default=None, help="also write the Markdown table to this file (e.g. "
                                                 "docs/distillation_study_cpu.md)")
     p.add_argument("--resume", action="store_true",
                    help="reuse what an earlier run in OUT finished (data, trained models, predictions)")
-    p.add_argument("--overwrite", action="store_true", help="delete a non-empty OUT first")
+    add_overwrite_option(p, "delete a non-empty OUT first")
 
 
 def _resolve(args) -> dict:
@@ -105,7 +108,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
         if overwrite:
             shutil.rmtree(out)
         elif not resume:
-            raise SystemExit(f"{out} exists and is not empty: use --resume to continue that run or --overwrite "
+            raise InputError(f"{out} exists and is not empty: use --resume to continue that run or --overwrite "
                              f"to start again (deletes it)")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -161,115 +164,60 @@ def format_table(results: Dict[str, Dict[str, dict]], testset: str, seed_means: 
 
 
 # ------------------------------------------------------------------------------------------------ run
-def run(args, argv_for_record: Optional[List[str]] = None) -> int:
-    from nnunet_vertkd.benchmarks.efficiency import describe_machine, machine_info
-    from nnunet_vertkd.trainers.benchmarking import STUDY_TRAINERS, TEACHER_IDS
+def _recipe(args, cfg: dict, n_proc: int) -> workflow.DataRecipe:
+    return workflow.DataRecipe(DATASET_ID, cfg["cases"], args.data_seed, cfg["synthetic_scale"], cfg["spacing_mm"],
+                               synthetic_spacing=cfg.get("synthetic_spacing"), use_real=not args.no_real,
+                               num_processes=n_proc)
 
-    cfg = _resolve(args)
-    suffix = cfg["suffix"]
-    out = Path(args.out or f"vertkd_study_{args.scale}").resolve()
-    _prepare_out(out, args.resume, args.overwrite)
-    command = "vertkd_benchmark study " + " ".join(argv_for_record or [])
-    t_start = time.time()
-    info = machine_info(cfg["device"])
-    print(f"[study] {command}\n[study] scale {args.scale}: {cfg}\n[study] machine: {describe_machine(info)}",
-          flush=True)
-    p = Pipeline(out, device=cfg["device"], threads=args.threads, log_name="study.log")
-    done_flag = out / ".data_ready"
-    cores = int(info.get("cores_available") or 2)
-    n_proc = max(1, min(8, cores))
-    n_proc_da = max(1, cores // max(1, cfg["parallel"]))  # CUDA only; the CPU trains with in-process loading
 
-    # ---- data
-    real = None if args.no_real else real_sample_dir()
-    real_ids: List[str] = verse_case_ids(real) if real else []
-    if not (args.resume and done_flag.is_file()):
-        p.generate_synthetic(out / "synthetic", cfg["cases"], args.data_seed, cfg["synthetic_scale"],
-                             cfg.get("synthetic_spacing"), num_processes=n_proc)
-        roots = [out / "synthetic"] + ([real] if real else [])
-        p.convert(roots, DATASET_ID, cfg["spacing_mm"], num_processes=n_proc)
-        p.plan_and_preprocess([DATASET_ID], num_processes=n_proc, verify=False)
-        converted_tr = set(p.cases_in(DATASET_ID, "imagesTr"))
-        real_ids = [c for c in real_ids if c in converted_tr]
-        if real_ids:
-            print(f"[study] holding out the real samples {real_ids} (fold 0 validation side)", flush=True)
-            p.hold_out([DATASET_ID], real_ids)
-        done_flag.write_text("ok\n")
-    else:
-        converted_tr = set(p.cases_in(DATASET_ID, "imagesTr"))
-        real_ids = [c for c in real_ids if c in converted_tr]
-    test_ids = p.cases_in(DATASET_ID, "imagesTs")
-    test_sets = {}
-    if test_ids:
-        test_sets["synthetic test"] = p.link_cases(DATASET_ID, test_ids, out / "testsets" / "synthetic",
-                                                   "imagesTs", "labelsTs")
-    else:  # tiny runs: no imagesTs -> the synthetic validation cases of fold 0
-        with open(p.splits_file(DATASET_ID), encoding="utf-8") as f:
-            val = [c for c in json.load(f)[0]["val"] if c not in real_ids]
-        test_ids = val
-        test_sets["synthetic validation"] = p.link_cases(DATASET_ID, val, out / "testsets" / "synthetic")
-    if real_ids:
-        test_sets["real VerSe samples"] = p.link_cases(DATASET_ID, real_ids, out / "testsets" / "real")
+def _trainer_name(pid: str, suffix: str) -> str:
+    from nnunet_vertkd.trainers.benchmarking import STUDY_TRAINERS
+    return f"{STUDY_TRAINERS[pid].__name__}_{suffix}"
 
-    # ---- training (teachers first, then students), per seed
-    wanted = list(dict.fromkeys(args.trainers))
+
+def _stages(wanted: List[str]) -> List[List[str]]:
+    """Teachers first, then students; students always get T_S (their teacher) trained first."""
+    from nnunet_vertkd.trainers.benchmarking import TEACHER_IDS
     to_train = list(wanted)
     if any(pid not in TEACHER_IDS for pid in wanted) and "T_S" not in to_train:
         to_train.insert(0, "T_S")
-    stages = [[pid for pid in to_train if pid in TEACHER_IDS], [pid for pid in to_train if pid not in TEACHER_IDS]]
-    model_seconds: Dict[str, Dict[int, float]] = {}
-    for seed in args.seeds:
-        results_dir = out / f"results_seed{seed}"
-        results_dir.mkdir(exist_ok=True)
-        env = {"nnUNet_results": str(results_dir), "VERTKD_STUDY_SEED": str(seed)}
-        for stage in stages:
-            jobs = []
-            for pid in stage:
-                name = f"{STUDY_TRAINERS[pid].__name__}_{suffix}"
-                ckpt = results_dir / p.dataset_name(DATASET_ID) / f"{name}__nnUNetPlans__3d_fullres" / "fold_0" / \
-                    "checkpoint_final.pth"
-                if args.resume and ckpt.is_file():
-                    print(f"[study] seed {seed}: {pid} already trained ({ckpt})", flush=True)
-                    continue
-                jobs.append((pid, name))
-            _run_parallel([(lambda pid=pid, name=name: _train(p, pid, name, seed, env, model_seconds, n_proc_da))
-                           for pid, name in jobs], cfg["parallel"])
+    return [[pid for pid in to_train if pid in TEACHER_IDS], [pid for pid in to_train if pid not in TEACHER_IDS]]
 
-        # ---- predictions (one vertkd_predict per model over every test scan) + evaluation per test set
-        all_images = out / "testsets" / "all_images"
-        if not all_images.is_dir():
-            all_images.mkdir(parents=True)
-            for folders in test_sets.values():
-                for f in sorted(Path(folders["images"]).iterdir()):
-                    (all_images / f.name).symlink_to(f.resolve())
-        for pid in wanted:
-            name = f"{STUDY_TRAINERS[pid].__name__}_{suffix}"
-            pred = out / "predictions" / f"seed{seed}" / pid
-            evs = {key: out / "evaluations" / f"seed{seed}" / pid / key
-                   for key in (n.split()[0] for n in test_sets)}
-            if args.resume and all((ev / "per_vertebra.csv").is_file() for ev in evs.values()):
-                continue
-            t0 = time.time()
-            p.run(f"predict {pid} seed{seed}",
-                  ["vertkd_predict", "-i", all_images, "-o", pred, "-d", DATASET_ID, "-tr", name, "-f", "0",
-                   "-device", cfg["device"], "--overwrite", "--disable-tta"]
-                  + (["-npp", args.threads] if args.threads else []),
-                  extra_env={"nnUNet_results": str(results_dir)}, check=False)
-            model_seconds.setdefault(f"predict {pid}", {})[seed] = time.time() - t0
-            for set_name, folders in test_sets.items():
-                key = set_name.split()[0]
-                p.evaluate(folders["labels"], pred, evs[key], tag=f"evaluate {pid} seed{seed} {key}")
 
-    # ---- tables
+def _train_seed(p: Pipeline, args, cfg: dict, wanted: List[str], seed: int, results_dir: Path, n_proc_da: int):
+    env = {"nnUNet_results": str(results_dir), "VERTKD_STUDY_SEED": str(seed)}
+    for stage in _stages(wanted):
+        jobs = [workflow.TrainJob(DATASET_ID, _trainer_name(pid, cfg["suffix"]), f"train {pid} seed{seed}", env,
+                                  n_proc_da=n_proc_da) for pid in stage]
+        workflow.train_all(p, jobs, args.resume, cfg["parallel"])
+
+
+def _predict_and_evaluate(p: Pipeline, args, cfg: dict, wanted: List[str], seed: int, results_dir: Path,
+                          test_sets: dict, images: Path) -> None:
+    """One vertkd_predict per model over every test scan (spine start: the heuristic), then vertkd_evaluate per
+    test set; models whose evaluations are all there are skipped with --resume."""
+    out = p.root
+    for pid in wanted:
+        pred = out / "predictions" / f"seed{seed}" / pid
+        evs = out / "evaluations" / f"seed{seed}" / pid
+        if args.resume and all((evs / workflow.set_key(n) / "per_vertebra.csv").is_file() for n in test_sets):
+            continue
+        workflow.predict(p, images, pred, DATASET_ID, _trainer_name(pid, cfg["suffix"]), f"predict {pid} seed{seed}",
+                         extra_env={"nnUNet_results": str(results_dir)})
+        workflow.evaluate(p, test_sets, pred, evs, f"evaluate {pid} seed{seed}")
+
+
+def _tables(args, wanted, test_sets, test_ids, real_ids, out: Path):
+    """Pooled metrics per model and test set, the per-seed Dice means and the prediction records."""
     results: Dict[str, Dict[str, dict]] = {}
     seed_means: Dict[str, Dict[str, List[float]]] = {}
     records: Dict[str, Dict[str, list]] = {}
     for pid in wanted:
         for set_name in test_sets:
-            key = set_name.split()[0]
             rows = []
+            ids = set(test_ids if "synthetic" in set_name else real_ids)
             for seed in args.seeds:
-                csv_path = out / "evaluations" / f"seed{seed}" / pid / key / "per_vertebra.csv"
+                csv_path = out / "evaluations" / f"seed{seed}" / pid / workflow.set_key(set_name) / "per_vertebra.csv"
                 if not csv_path.is_file():
                     continue
                 seed_rows = _read_vertebrae(csv_path)
@@ -277,17 +225,50 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> int:
                 m = pooled_metrics(seed_rows)["dice"][0]
                 if m is not None:
                     seed_means.setdefault(pid, {}).setdefault(set_name, []).append(m)
-                ids = set(test_ids if "synthetic" in set_name else real_ids)
                 records.setdefault(pid, {}).setdefault(set_name, []).extend(
                     r for r in _prediction_records(out / "predictions" / f"seed{seed}" / pid) if r["case"] in ids)
             if rows:
                 results.setdefault(pid, {})[set_name] = pooled_metrics(rows)
+    return results, seed_means, records
+
+
+def run(args, argv_for_record: Optional[List[str]] = None) -> int:
+    """The study preset of ``nnunet_vertkd.workflow``: data once, then per seed the trainings, predictions and
+    evaluations; the tables at the end."""
+    cfg = _resolve(args)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    out = Path(args.out or f"vertkd_study_{args.scale}").resolve()
+    _prepare_out(out, args.resume, args.overwrite)
+    command_text = "vertkd_benchmark study " + " ".join(argv_for_record or [])
+    t_start = time.time()
+    info = machine_info(cfg["device"])
+    print(f"[study] {command_text}\n[study] scale {args.scale}: {cfg}\n[study] machine: {describe_machine(info)}",
+          flush=True)
+    p = Pipeline(out, device=cfg["device"], threads=args.threads, log_name="study.log")
+    cores = int(info.get("cores_available") or 2)
+    n_proc = max(1, min(8, cores))
+    n_proc_da = max(1, cores // max(1, cfg["parallel"]))  # CUDA only; the CPU trains with in-process loading
+
+    real_ids = workflow.prepare_data(p, out, _recipe(args, cfg, n_proc), args.resume,
+                                     announce=workflow.StepHeaders(tag="study"))
+    test_sets, test_ids = workflow.test_sets(p, out, DATASET_ID, real_ids, real_name="real VerSe samples",
+                                             validation_fallback=True)
+    images = workflow.collect_images(test_sets, out / "testsets" / "all_images", link=True)
+    wanted = list(dict.fromkeys(args.trainers))
+    for seed in args.seeds:
+        results_dir = out / f"results_seed{seed}"
+        results_dir.mkdir(exist_ok=True)
+        _train_seed(p, args, cfg, wanted, seed, results_dir, n_proc_da)
+        _predict_and_evaluate(p, args, cfg, wanted, seed, results_dir, test_sets, images)
+
+    results, seed_means, records = _tables(args, wanted, test_sets, test_ids, real_ids, out)
     total = time.time() - t_start
-    md = _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, seed_means, records,
+    md = _markdown(command_text, args, cfg, info, test_sets, test_ids, real_ids, results, seed_means, records,
                    p.timings, total, out)
     (out / "study.md").write_text(md, encoding="utf-8")
     with open(out / "study.json", "w", encoding="utf-8") as f:
-        json.dump({"command": command, "config": cfg, "seeds": args.seeds, "data_seed": args.data_seed,
+        json.dump({"command": command_text, "config": cfg, "seeds": args.seeds, "data_seed": args.data_seed,
                    "machine": info, "results": results, "seed_dice_means": seed_means,
                    "timings_s": p.timings, "total_s": total, "test_cases": test_ids, "real_cases": real_ids},
                   f, indent=1, default=str)
@@ -298,37 +279,6 @@ def run(args, argv_for_record: Optional[List[str]] = None) -> int:
     print(f"[study] written {out / 'study.md'}" + (f" and {args.docs}" if args.docs else "") +
           f" in {total / 60:.1f} min", flush=True)
     return 0
-
-
-def _train(p: Pipeline, pid: str, name: str, seed: int, env: dict, model_seconds: dict,
-           n_proc_da: int = 1) -> None:
-    t0 = time.time()
-    p.train(DATASET_ID, name, "0", tag=f"train {pid} seed{seed}", extra_env=env, echo_every=1, n_proc_da=n_proc_da)
-    model_seconds.setdefault(f"train {pid}", {})[seed] = time.time() - t0
-
-
-def _run_parallel(jobs, parallel: int) -> None:
-    if parallel <= 1 or len(jobs) <= 1:
-        for j in jobs:
-            j()
-        return
-    errors: List[BaseException] = []
-    sem = threading.Semaphore(parallel)
-
-    def wrap(j):
-        with sem:
-            try:
-                j()
-            except BaseException as e:  # reported after all jobs ended
-                errors.append(e)
-
-    threads = [threading.Thread(target=wrap, args=(j,)) for j in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise PipelineError("; ".join(str(e) for e in errors))
 
 
 def _prediction_records(pred_dir: Path) -> list:
@@ -347,7 +297,6 @@ def _prediction_records(pred_dir: Path) -> list:
 
 def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, seed_means, records, timings,
               total, out) -> str:
-    from nnunet_vertkd.benchmarks.efficiency import describe_machine
     from nnunet_vertkd.trainers.benchmarking import schedule
     sched = {k: v for k, v in schedule(cfg["suffix"]).items() if k in ("patch_size_voxels", "num_epochs",
                                                                        "num_iterations_per_epoch")}
@@ -395,6 +344,7 @@ def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, 
     return "\n".join(lines)
 
 
+@command("vertkd_benchmark study")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vertkd_benchmark study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

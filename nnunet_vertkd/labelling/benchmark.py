@@ -25,6 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import read_centroids
+from nnunet_vertkd.command_line import (InputError, add_device_option, add_processes_option, add_threads_option,
+                                        command)
 from nnunet_vertkd.evaluation.label_shifts import label_shifts
 from nnunet_vertkd.evaluation.metrics import evaluate_case
 from nnunet_vertkd.labelling.body_centre import body_centroids
@@ -152,8 +154,12 @@ def _label_in_worker(scan: dict) -> dict:
     return label_scan(_WORKER["labeller"], scan, _WORKER["ref_centroids"])
 
 
+PROG = "python -m nnunet_vertkd.labelling.benchmark"
+
+
+@command(PROG)
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nnunet_vertkd.labelling.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label-model", required=True, help="VertKDLabelTrainer model folder")
     p.add_argument("--data", nargs="+", required=True, help="VerSe tree(s) with CT, masks and centroid files")
@@ -166,10 +172,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="reference centroids: the _ctd.json files (VerSe: body centres; else mask centres of mass), "
                         "or the body centres of the reference masks (like for like, for synthetic scans whose "
                         "centroid files are centres of mass)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="scans labelled in parallel processes")
+    add_device_option(p)
+    add_threads_option(p, default=1)
+    add_processes_option(p, what="scans labelled in parallel processes")
     args = p.parse_args(argv)
+    if not os.path.isdir(args.label_model):
+        raise InputError(f"--label-model {args.label_model}: model folder does not exist")
+    for root in args.data:
+        if not os.path.isdir(root):
+            raise InputError(f"--data {root}: folder does not exist")
+    if args.threads < 1 or args.num_processes < 1:
+        raise InputError("--threads and -np must be at least 1")
     import torch
     torch.set_num_threads(max(1, args.threads))
     scans = find_scans(args.data)
@@ -178,8 +191,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cases:
         scans = [s for s in scans if s["case"] in set(args.cases)]
     if not scans:
-        print("no scans found", file=sys.stderr)
-        return 1
+        raise InputError(f"no scans (CT with a _seg-vert_msk mask) found under {' '.join(args.data)}"
+                         + (f" in split {args.only_split}" if args.only_split else "")
+                         + (f" among cases {' '.join(args.cases)}" if args.cases else ""))
     rows = []
     init = (args.label_model, args.folds, args.checkpoint, args.device, args.threads, args.ref_centroids)
     if args.num_processes > 1:
@@ -208,9 +222,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def write_variant_scans(out: str, seed: int = 2024, scale: float = 1.0,
                         fovs=("whole", "lumbar", "thoracolumbar", "anywhere"),
@@ -236,3 +247,7 @@ def write_variant_scans(out: str, seed: int = 2024, scale: float = 1.0,
                             list(orientation_of(ct)), ctd)
             cases.append(case)
     return cases
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Miniature of ``vertkd_benchmark efficiency`` (32^3 patches, 2 runs) on a tiny synthetic scan, CPU only."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +74,39 @@ def test_efficiency_help(capsys):
         main(["efficiency", "--help"])
     assert e.value.code == 0
     assert "--patch" in capsys.readouterr().out
+
+
+def test_bad_input_is_reported_as_a_usage_error(tmp_path, capsys):
+    """``vertkd_benchmark``: ``prog: error: …`` and exit status 2 (nnunet_vertkd.command_line)."""
+    assert main(["efficiency", "--scan", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "vertkd_benchmark: error: --scan" in capsys.readouterr().err
+    assert main(["efficiency", "--runs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["loop", "-m", str(tmp_path / "no_model")]) == 2
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "x").write_text("")
+    assert main(["study", "--scale", "mini", "--out", str(tmp_path / "study")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_option_spellings_of_the_shared_convention():
+    from nnunet_vertkd.benchmarks.cli import build_parser
+    p = build_parser()
+    for sub in ("efficiency", "study"):
+        for spelling in ("-device", "--device"):
+            assert p.parse_args([sub, spelling, "cpu", "--threads", "2"]).device == "cpu"
+    assert p.parse_args(["loop", "--threads", "3"]).threads == 3
+
+
+def test_prepare_scan_uses_the_converter_grid_and_labels(tmp_path):
+    from nnunet_vertkd.benchmarks.scan_preparation import prepare_scan
+    from nnunet_vertkd.labels import VERSE_TO_NNUNET
+    ct, mask = _tiny_scan(str(tmp_path))
+    prepared = prepare_scan(Path(ct), Path(mask), tmp_path / "prepared", spacing_mm=2.0)
+    assert prepared["size_1mm"] == [20, 20, 36] and prepared["n_vertebrae"] == 3
+    img = sitk.ReadImage(prepared["mask"])
+    assert img.GetSpacing() == (2.0, 2.0, 2.0)
+    from nnunet_vertkd.orientation import orientation_of
+    assert orientation_of(img) == "LPI"
+    labels = sorted(int(v) for v in np.unique(sitk.GetArrayFromImage(img)) if v)
+    assert labels == sorted(VERSE_TO_NNUNET[v] for v in (20, 21, 22))
+    assert prepared["original"]["orientation"] == "LPS"

@@ -34,6 +34,5 @@ def test_study_miniature(tmp_path, monkeypatch):
     log = (out / "logs" / "study.log").read_text()
     assert "Teacher: " in log and "VertKDTeacherTrainer_studyMini__nnUNetPlans__3d_fullres/fold_0" in log
 
-    # an existing non-empty OUT is refused without --resume / --overwrite
-    with pytest.raises(SystemExit):
-        main(["study", "--scale", "mini", "--out", str(out), "--trainers", "T_S"])
+    # an existing non-empty OUT is refused without --resume / --overwrite: a usage error (exit 2)
+    assert main(["study", "--scale", "mini", "--out", str(out), "--trainers", "T_S"]) == 2
