@@ -10,8 +10,8 @@ where the masks, centroid files and previews are. Needs nothing outside the pack
 ``--train``: generate synthetic VerSe scans -> convert them (and the real samples of ../shared/data/verse_sample,
 when present) -> nnU-Net plan + preprocess -> train a teacher, a distilled student and the spine model (short
 schedules) -> segment the held-out synthetic test scans and the real samples -> evaluate -> print the table and
-where the outputs are. Every step is the real console script (nnunet_vertkd/benchmarks/pipeline.py), run in a
-private nnU-Net environment under --out. See the end of its output for what such a short run can and cannot show.
+where the outputs are. The steps are those of nnunet_vertkd/workflow.py, each the real console script
+(nnunet_vertkd/benchmarks/pipeline.py), run in a private nnU-Net environment under --out. See the end of its output for what such a short run can and cannot show.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ variants of ``nnunet_vertkd.trainers.benchmarking``) and streams its output line
 tag) to the console and to a log file, so progress stays visible. ``nnUNet_n_proc_DA=0`` (single-process data
 loading) is set for training only: nnU-Net's planner crashes with it.
 
-Used by ``vertkd_demo`` (nnunet_vertkd/demo.py) and ``vertkd_benchmark study`` (nnunet_vertkd/benchmarks/study.py).
+Its steps in sequence are ``nnunet_vertkd.workflow``, which ``vertkd_demo --train`` (nnunet_vertkd/demo.py) and
+``vertkd_benchmark study`` (nnunet_vertkd/benchmarks/study.py) run.
 """
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ Scales (``--scale``):
         model, trainings run in parallel on the one GPU (``--parallel 6``: the 2 teachers, then the 6
         students); start it detached (nohup) and poll
 
+The steps are those of ``nnunet_vertkd.workflow`` (shared with ``vertkd_demo --train``); this module chooses the
+dataset, the trainers per seed, the test sets and writes the tables.
+
 A seed (``--seeds``) seeds Python/NumPy/torch in every trainer ($VERTKD_STUDY_SEED) and gets its own
 nnUNet_results folder; the data seed (``--data-seed``) fixes the synthetic data.
 """

@@ -13,8 +13,8 @@ Two kinds of vertebra model:
 * **oracle** (``oracle=True``): a model folder made here with the paper's 1 mm recipe (``VertKDStudentTrainer``
   or ``VertKDTeacherTrainer`` network, 128³ patch, 1 mm, random weights). The loop runs on the reference labels
   brought into the same preprocessed space (``OraclePredictor``: a perfect network) while the real network runs
-  on every patch for the timing, as in ``child_scan``; the start signal is the reference union (dilated 3
-  voxels). Every other stage (spine step included) is the real one on the real CT.
+  on every patch for the timing, as in ``scan_measurement`` (``oracle_drive``); the start signal is the reference
+  union (dilated 3 voxels). Every other stage (spine step included) is the real one on the real CT.
 """
 from __future__ import annotations
 
