@@ -1,6 +1,5 @@
 """nnU-Net trainers of the plugin. Every class exported here is found by stock nnU-Net via nnUNet_extTrainer
 (``nnunet_vertkd/ext_trainers`` re-exports this module). See docs/trainers.md."""
-from nnunet_vertkd.trainers.placeholder import VertKDPlaceholderTrainer  # noqa: F401
 from nnunet_vertkd.trainers.vertkd_trainer import VertKDTrainerBase  # noqa: F401
 from nnunet_vertkd.trainers.teacher import (  # noqa: F401
     VertKDTeacherTrainer, VertKDTeacherTrainer_nnUNetTopology, VertKDTeacherTrainer_noDataProcessing)

@@ -57,7 +57,7 @@ def test_spine_network():
 def test_every_trainer_exported_and_variants_are_pure_settings():
     names = [n for n in trainers.__all__]
     for expected in list(PAPER) + ["VertKDTeacherTrainer_nnUNetTopology", "VertKDSpineTrainer",
-                                   "VertKDPlaceholderTrainer", "VertKDTeacherTrainer_debug",
+                                   "VertKDTeacherTrainer_debug",
                                    "VertKDStudentTrainer_debug", "VertKDSpineTrainer_debug"]:
         assert expected in names
     assert trainers.VertKDStudentTrainer_debug.teacher_trainer_name == "VertKDTeacherTrainer_debug"

@@ -11,8 +11,12 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_vertkd.ext_trainers_path import EXT_TRAINER_DIR, ensure_ext_trainer_env
+from nnunet_vertkd.model_contract import DATASET_JSON_KEY
+from nnunet_vertkd.orientation import CANONICAL_ORIENTATION
 
 BIN = Path(sys.executable).parent
+#: the plugin's shortest trainer on nnU-Net's own data pipeline (works on any 2-class dataset)
+TRAINER = "VertKDSpineTrainer_studyMini"
 
 
 def _tool(name):
@@ -42,7 +46,7 @@ def test_ensure_env_keeps_user_paths():
 def test_lookup_without_env_fails_and_with_env_succeeds():
     """nnU-Net's own lookup function, in a fresh interpreter, with and without the README's line."""
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f;"
-            "c = f('VertKDPlaceholderTrainer'); print('FOUND', c.__module__)")
+            "c = f('VertKDSpineTrainer'); print('FOUND', c.__module__)")
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode != 0 and "Could not find requested nnunet trainer" in res.stdout + res.stderr
@@ -51,7 +55,7 @@ def test_lookup_without_env_fails_and_with_env_succeeds():
     assert res.returncode == 0, res.stderr
     assert "FOUND nnunet_vertkd.trainers" in res.stdout
     # the demo/study schedules are found through the same single folder
-    res = subprocess.run([sys.executable, "-c", code.replace("VertKDPlaceholderTrainer", "VertKDStudentTrainer_demo")],
+    res = subprocess.run([sys.executable, "-c", code.replace("VertKDSpineTrainer", "VertKDStudentTrainer_demo")],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "FOUND nnunet_vertkd.trainers.benchmarking" in res.stdout
@@ -88,13 +92,15 @@ def _write_tiny_dataset(raw: Path, dataset_id=990, n_cases=2):
         for arr, name in ((ct, f"imagesTr/case{i}_0000.nii.gz"), (seg, f"labelsTr/case{i}.nii.gz")):
             sitk.WriteImage(sitk.GetImageFromArray(arr), str(folder / name))
     json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "bone": 1},
-               "numTraining": n_cases, "file_ending": ".nii.gz"}, open(folder / "dataset.json", "w"))
+               "numTraining": n_cases, "file_ending": ".nii.gz",
+               DATASET_JSON_KEY: {"orientation": CANONICAL_ORIENTATION}}, open(folder / "dataset.json", "w"))
     return folder
 
 
 @pytest.mark.slow
 def test_stock_nnunet_train_and_predict_find_plugin_trainer(nnunet_env, tmp_path):
-    """The real nnUNetv2_train / nnUNetv2_predict console scripts, run as a user would."""
+    """The real nnUNetv2_train / nnUNetv2_predict console scripts, run as a user would, with the plugin's shortest
+    stock-pipeline trainer (the spine trainer's 'studyMini' schedule: 1 epoch x 2 iterations)."""
     env = dict(nnunet_env)
     env.pop("nnUNet_extTrainer", None)
     env["nnUNet_extTrainer"] = subprocess.run([_tool("vertkd_trainer_dir")], capture_output=True, text=True,
@@ -104,14 +110,14 @@ def test_stock_nnunet_train_and_predict_find_plugin_trainer(nnunet_env, tmp_path
     subprocess.run([_tool("nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "3d_fullres", "-np", "1",
                     "--verify_dataset_integrity"], env=env, check=True, capture_output=True)
     env["nnUNet_n_proc_DA"] = "0"
-    res = subprocess.run([_tool("nnUNetv2_train"), "990", "3d_fullres", "all", "-tr", "VertKDPlaceholderTrainer",
+    res = subprocess.run([_tool("nnUNetv2_train"), "990", "3d_fullres", "all", "-tr", TRAINER,
                           "-device", "cpu"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    model = Path(env["nnUNet_results"]) / folder.name / "VertKDPlaceholderTrainer__nnUNetPlans__3d_fullres"
+    model = Path(env["nnUNet_results"]) / folder.name / f"{TRAINER}__nnUNetPlans__3d_fullres"
     assert (model / "fold_all" / "checkpoint_final.pth").is_file()
     out = tmp_path / "pred"
     res = subprocess.run([_tool("nnUNetv2_predict"), "-i", str(folder / "imagesTr"), "-o", str(out), "-d", "990",
-                          "-c", "3d_fullres", "-f", "all", "-tr", "VertKDPlaceholderTrainer", "-device", "cpu",
+                          "-c", "3d_fullres", "-f", "all", "-tr", TRAINER, "-device", "cpu",
                           "--disable_tta", "-npp", "1", "-nps", "1"], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case0.nii.gz", "case1.nii.gz"]
