@@ -1,4 +1,4 @@
-"""Whole-scan work outside the network, cut (issue 12): resampling as the converter did, spine region only.
+"""Less whole-scan work outside the network: resampling as the converter did, spine region only.
 
 The default preprocessing of ``VertKDPredictor`` (``preprocessing="converter"``):
 

@@ -45,7 +45,7 @@ def preprocessed_to_raw(labels_pp: np.ndarray, pp_properties: dict, transpose_ba
     """Label map in preprocessed space -> (z, y, x) array of the (reoriented) image fed to nnU-Net.
 
     Nearest-neighbour resampling (``resample_nearest``'s indices) written straight into the uncropped array,
-    in chunks of slices, in the smallest label dtype: no full-size intermediate (peak memory, issue 10)."""
+    in chunks of slices, in the smallest label dtype: no full-size intermediate (peak memory)."""
     cropped_shape = [int(s) for s in pp_properties["shape_after_cropping_and_before_resampling"]]
     max_label = int(labels_pp.max()) if labels_pp.size else 0
     dtype = label_dtype(max_label) if labels_pp.size and int(labels_pp.min()) >= 0 else labels_pp.dtype

@@ -1,6 +1,6 @@
 """Step 2 of the method: iterative top-down vertebra segmentation with a memory channel (pure loop, no I/O).
 
-The loop (paper 000, Fig. 2 and the authors' pseudocode in METHOD.md "Inference", plus Lessmann et al.'s minimum
+The loop (Serrador et al. 2024, Fig. 2, and the authors' pseudocode of the inference, plus Lessmann et al.'s minimum
 fragment sizes and hard caps):
 
 1. Start at the most superior slice where ``start_prob >= START_THRESHOLD``, at the maximum of ``start_prob``
@@ -61,7 +61,7 @@ PredictPatch = Callable[[np.ndarray], np.ndarray]
 @dataclass
 class IterativeSettings:
     """Settings of the loop; sizes in voxels of the loop's space (defaults are for 1 mm isotropic)."""
-    #: spine probability needed to start / to go on (METHOD.md: 0.3)
+    #: spine probability needed to start / to go on (the authors' value: 0.3)
     START_THRESHOLD: float = 0.3
     #: probability above which a voxel belongs to the predicted vertebra
     FRAGMENT_THRESHOLD: float = 0.5

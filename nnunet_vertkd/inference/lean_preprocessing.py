@@ -1,5 +1,5 @@
-"""nnU-Net's preprocessing of one case with the memory of its resampling step bounded (issue 10: ≤ 4 GB peak on a
-512×512×600 scan).
+"""nnU-Net's preprocessing of one case with the memory of its resampling step bounded (the memory target: a peak
+resident set of at most 4 GB for a 512×512×600 scan, docs/inference.md).
 
 ``run_case_npy(preprocessor, data, properties, plans_manager, configuration_manager, dataset_json)`` is the
 preprocessor's own ``run_case_npy`` (transpose, crop, normalisation, resampling), with two changes that only

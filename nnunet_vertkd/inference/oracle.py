@@ -28,7 +28,7 @@ from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, superior_axis, to_c
 
 #: "CT" value outside the volume for the oracle (no vertebra there)
 ORACLE_PAD_VALUE = -1.0
-#: spacing of the spine step (METHOD.md: the spine network sees the CT at about 4 mm)
+#: spacing of the spine step (the method's spine network sees the CT at about 4 mm)
 COARSE_SPINE_SPACING_MM = 4.0
 
 

@@ -177,7 +177,7 @@ class VertKDPredictor:
                                                                     pm.transpose_forward, ct_pp.shape,
                                                                     self.spine_model, m.orientation)
             seconds["spine"] = time.perf_counter() - t
-            if not want_preview:  # peak memory (issue 10): only the preview needs the float32 raw CT again
+            if not want_preview:  # peak memory: only the preview needs the float32 raw CT again
                 data_raw = None
             if not want_spine:
                 spine_raw = None
@@ -196,7 +196,7 @@ class VertKDPredictor:
             bar.close()
         seconds["iterative"] = time.perf_counter() - t
         pp_shape = list(ct_pp.shape)
-        del ct_pp, start_prob, patch_predictor  # peak memory (issue 10): not needed for the export
+        del ct_pp, start_prob, patch_predictor  # peak memory: not needed for the export
         if not want_spine:
             spine_raw = None
 

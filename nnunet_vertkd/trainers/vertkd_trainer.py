@@ -157,7 +157,7 @@ class VertKDTrainerBase(nnUNetTrainer):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True):
         """2 inputs (CT, memory) -> 1 logit; ``num_input_channels``/``num_output_channels`` (the dataset's)
-        are ignored on purpose (CONTRACT.md)."""
+        are ignored on purpose (the model contract, docs/design.md)."""
         if cls.network_topology == "nnunet_planned":
             return build_planned_network_with_memory(plans_manager, configuration_manager, 2, 1,
                                                      enable_deep_supervision)

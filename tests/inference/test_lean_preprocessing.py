@@ -1,4 +1,4 @@
-"""Memory-lean preprocessing and export (issue 10, peak RSS): same numbers as nnU-Net's, bounded temporaries."""
+"""Memory-lean preprocessing and export (peak RSS): same numbers as nnU-Net's, bounded temporaries."""
 import copy
 import json
 import tracemalloc

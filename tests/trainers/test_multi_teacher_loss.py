@@ -1,4 +1,4 @@
-"""Multi-teacher distillation terms (paper 001): adaptive weights, binary KL, attention transfer, region
+"""Multi-teacher distillation terms (Ben Loussaief et al.): adaptive weights, binary KL, attention transfer, region
 contrast, adapters, Eq. 6/7. Hand-computed values, identities and symmetries; tiny tensors only."""
 import math
 
@@ -49,7 +49,7 @@ def test_two_teacher_weights_hand_computed():
     assert losses[0].tolist() == pytest.approx([0.2, 0.6], abs=1e-6)
     # better teacher (Dice 0.8) weighs more: 0.8 / (0.8 + 0.4) = 2/3, 0.4 / 1.2 = 1/3
     assert w[0].tolist() == pytest.approx([2 / 3, 1 / 3], abs=1e-6)
-    # the formula as printed in paper 001 (w_j = L_j / sum L): 0.2 / 0.8 and 0.6 / 0.8 -- the worse teacher wins
+    # the formula as printed by Ben Loussaief et al. (w_j = L_j / sum L): 0.2 / 0.8 and 0.6 / 0.8 -- the worse teacher wins
     w_printed, _ = adaptive_teacher_weights(logits, y, mode="dice_loss_printed", smooth=0.0)
     assert w_printed[0].tolist() == pytest.approx([0.25, 0.75], abs=1e-6)
     w_eq, _ = adaptive_teacher_weights(logits, y, mode="equal", smooth=0.0)

@@ -1,5 +1,5 @@
 """Pure loss functions of the plugin (no trainer state): Lessmann's segmentation loss, the distillation terms and
-the multi-teacher terms (paper 001)."""
+the multi-teacher terms (Ben Loussaief et al.)."""
 from nnunet_vertkd.trainers.losses.lessmann import (  # noqa: F401
     border_weight_map, border_weight_maps_torch, deep_supervision_loss, downsample_for_deep_supervision, fp_weight_schedule, lessmann_loss,
     lessmann_loss_from_logits, nnunet_deep_supervision_weights, target_surface)

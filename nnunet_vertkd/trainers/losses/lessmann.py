@@ -24,8 +24,8 @@ which may be soft, omega = weights, N = number of voxels and channels of the sam
     An empty target gives FN_b = 0, a target filling the sample gives FP_b = 0; ``eps`` is kept in the
     signature for compatibility and not used.
     fp_weight follows ``fp_weight_schedule``: false positives are penalised less at the start of training
-    (0.1) and equally (1.0) at the end (METHOD.md; the paper's prose states the roles the other way round,
-    the authors' code and Lessmann's paper down-weight the false positives).
+    (0.1) and equally (1.0) at the end (the authors' method description; the paper's prose states the roles
+    the other way round, the authors' code and Lessmann's paper down-weight the false positives).
 
 Deep supervision: see ``deep_supervision_loss``.
 """

@@ -1,9 +1,9 @@
-"""Adaptive multi-teacher distillation of Ben Loussaief et al. (paper 001, §3.2-3.3), as pure functions.
+"""Adaptive multi-teacher distillation of Ben Loussaief et al. (§3.2-3.3), as pure functions.
 
 Everything is computed per input (per sample b of the batch) and in float32 (autocast disabled inside); teacher
 tensors are detached, so no gradient ever reaches a teacher.
 
-Adaptive teacher weights (paper 001, §3.3)
+Adaptive teacher weights (§3.3)
     Each teacher j's soft Dice loss against the ground truth y on input b,
         L_bj = 1 - (2 sum(p_j y) + s) / (sum(p_j) + sum(y) + s),   p_j = sigmoid(z_j)   (T = 1, s = smooth),
     gives the weights w_bj (sum_j w_bj = 1 for every b). The paper prints w_j = L_j / sum_k L_k, which gives the
@@ -15,7 +15,7 @@ Adaptive teacher weights (paper 001, §3.3)
     case: 1/4 and 3/4), ``mode="equal"`` gives 1/n. When every score is 0 (every loss 0 for the printed form)
     the weights fall back to 1/n.
 
-KL on temperature-softened outputs (paper 001 Eq. 1-2, binary form)
+KL on temperature-softened outputs (Eq. 1-2, binary form)
     Our networks have one sigmoid output, so the paper's softmax over classes becomes a Bernoulli distribution
     per voxel: p = sigmoid(z_s / T) (student), q = sum_j w_bj sigmoid(z_j / T) (the weighted teacher ensemble,
     paper: p^t = sum_j w_j p^t_j). Per voxel
@@ -26,7 +26,7 @@ KL on temperature-softened outputs (paper 001 Eq. 1-2, binary form)
     as ``direction="student_teacher"``. No T^2 factor (as in the single-teacher students). KL is not
     symmetric; it is 0 iff the two distributions agree.
 
-Intermediate (feature) distillation (paper 001 Eq. 3, 4, 7)
+Intermediate (feature) distillation (Eq. 3, 4, 7)
     Layers: the last feature map of each network's encoder (bottleneck) and decoder (before the 1x1x1 head).
     Attention transfer ([34], Zagoruyko & Komodakis): attention map a = sum_c |f_c| (absolute values summed
         over the channels, as the paper states). The printed Eq. 3, ||(a_s - a_t) / ||a_s - a_t||_2||_1, equals
@@ -49,7 +49,7 @@ Intermediate (feature) distillation (paper 001 Eq. 3, 4, 7)
     the counts differ (None when they are equal), applied to the student's map before AT and RC. Adapters are
     training-only: they are not part of the student network or its inference checkpoint weights.
 
-Total (paper 001 Eq. 6)
+Total (Eq. 6)
     L = Seg + alpha * Mid + beta * KL, alpha = beta = 0.1 (``multi_teacher_total_loss``); Seg is the project's
     segmentation loss (Lessmann), as for every other student.
 """
@@ -263,7 +263,7 @@ def weighted_teacher_mean(per_teacher: torch.Tensor, weights: torch.Tensor) -> t
 
 def multi_teacher_total_loss(seg_loss: torch.Tensor, mid_loss: Optional[torch.Tensor],
                              kl_loss: Optional[torch.Tensor], alpha: float = 0.1, beta: float = 0.1) -> torch.Tensor:
-    """L = Seg + alpha * Mid + beta * KL (paper 001 Eq. 6); a missing term counts 0."""
+    """L = Seg + alpha * Mid + beta * KL (Ben Loussaief et al., Eq. 6); a missing term counts 0."""
     total = seg_loss
     if mid_loss is not None:
         total = total + float(alpha) * mid_loss
