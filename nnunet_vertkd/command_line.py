@@ -64,8 +64,10 @@ def add_processes_option(p: argparse.ArgumentParser, default: int = 1, what: str
                    help=f"{what} (default: %(default)s)")
 
 
-def add_threads_option(p: argparse.ArgumentParser, default=None, extra_aliases=()) -> None:
-    p.add_argument("--threads", *extra_aliases, dest="threads", type=int, default=default,
+def add_threads_option(p: argparse.ArgumentParser, default=None, extra_aliases=()) -> argparse.Action:
+    """``--threads`` (plus a command's old spellings); returns the action (e.g. to name deprecated aliases in its
+    help)."""
+    return p.add_argument("--threads", *extra_aliases, dest="threads", type=int, default=default,
                    help="torch/OpenMP threads per process (default: %s)"
                         % ("all cores available" if default is None else "%(default)s"))
 

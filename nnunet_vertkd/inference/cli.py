@@ -1,4 +1,10 @@
-"""``vertkd_predict``: segment CT scans vertebra by vertebra with a trained nnunet_vertkd model."""
+"""``vertkd_predict``: segment CT scans vertebra by vertebra with a trained nnunet_vertkd model.
+
+Options follow the plugin's convention (``nnunet_vertkd.command_line``): ``-device``, ``--threads`` (the old
+``-npp`` / ``--num-threads`` stay accepted; nnU-Net's ``-npp`` means preprocessing processes, so it is deprecated
+here), ``--disable_tta``, ``--overwrite``, ``--verbose``, ``--disable_progress_bar``. Exit status: 0 every case
+segmented, 1 a case failed, 2 bad input or usage (``vertkd_predict: error: …``), 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +12,9 @@ import os
 import sys
 from typing import List, Optional
 
-from nnunet_vertkd.interrupts import exit_130_on_interrupt
+from nnunet_vertkd.command_line import (
+    CASE_FAILED_EXIT, InputError, add_device_option, add_overwrite_option, add_progress_option, add_threads_option,
+    add_tta_option, add_verbose_option, apply_threads, command)
 from nnunet_vertkd.labelling.cli_support import add_label_arguments, make_label_mapping
 
 EPILOG = """\
@@ -20,7 +28,8 @@ examples:
 Outputs per case: {case}.nii.gz (instances with VerSe labels, or 1..N from the top with --labels sequential;
 input grid), {case}_ctd.json (VerSe centroids at the vertebral-body centres), {case}_record.json (counts,
 seconds per stage, each vertebra's label probability and runner-up), optional {case}_spine.nii.gz and
-{case}_snp.png. Exit status 1 when any case failed (they are listed at the end). See docs/inference.md.
+{case}_snp.png. Exit status: 0 all segmented, 1 a case failed (they are listed at the end), 2 bad input or usage,
+130 interrupted. See docs/inference.md.
 """
 
 
@@ -35,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vertkd_predict", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Segment vertebrae one at a time from the top (spine location, then the iterative "
                     "memory network) with a trained nnunet_vertkd model, on nnU-Net's preprocessing and export. "
-                    "Model folders are found under $nnUNet_results like nnUNetv2_predict does.")
+                    "Model folders are found under $nnUNet_results like nnUNetv2_predict does. -device cuda (or mps) "
+                    "falls back to the CPU with a warning when it is unavailable.")
     p.add_argument("-i", nargs="+", required=True, metavar="INPUT",
                    help="a folder of CT images (NIfTI; nnU-Net '_0000' names or plain names) or a list of files, "
                         "in Hounsfield units")
@@ -50,8 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folds to use, e.g. '0' or 'all' or '0 1 2' (probabilities averaged); default: every "
                         "fold that has the checkpoint")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name (default: %(default)s)")
-    p.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"],
-                   help="device (default: cuda, falls back to cpu with a warning when CUDA is unavailable)")
+    add_device_option(p, default="cuda", choices=("cpu", "cuda", "mps"))  # unavailable cuda/mps: the CPU
     p.add_argument("--spine-dataset", metavar="ID",
                    help="spine dataset name or id (e.g. 502); if omitted, a bone-threshold heuristic locates the "
                         "spine (crude; recorded as spine_source='heuristic')")
@@ -62,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spine-m", metavar="MODEL_FOLDER", help="spine model folder given directly")
     p.add_argument("--save-preview", action="store_true", help="also write {case}_snp.png")
     p.add_argument("--save-spine", action="store_true", help="also write {case}_spine.nii.gz (spine probability)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip those cases)")
-    p.add_argument("--disable-tta", action="store_true", help="no left-right mirroring at test time")
+    add_overwrite_option(p, "replace existing outputs (default: skip those cases)")
+    add_tta_option(p)
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "onnxruntime"],
                    help="inference backend of the vertebra and spine networks: auto (default) = torch on a GPU, on "
                         "the CPU the fastest installed (openvino, then onnxruntime, then torch); openvino and "
@@ -73,15 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="converter (default): the spine step on the CT resampled as vertkd_convert_verse made the "
                         "training data, then only the spine region at the model's spacing (fast); nnunet: nnU-Net's "
                         "preprocessor and export on the whole volume (slow on large scans)")
-    p.add_argument("-npp", "--num-threads", type=int, default=None,
-                   help="CPU threads for torch (default: all cores available to this process)")
+    threads = add_threads_option(p, extra_aliases=("--num-threads", "-npp"))
+    threads.help += "; -npp and --num-threads are deprecated aliases (nnU-Net's -npp means preprocessing processes)"
     p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
     p.add_argument("-num_parts", type=int, default=1, help="into how many parts the sorted case list is split")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                    help="override a setting of the iterative loop (IterativeSettings field, value in voxels of the "
                         "model's preprocessed space), e.g. --setting MIN_START_FRAGMENT_VOXELS=200; repeatable. "
                         "Defaults: the 1 mm values of docs/inference.md scaled to the model's spacing")
-    p.add_argument("--verbose", action="store_true", help="print tracebacks of failed cases")
+    add_verbose_option(p)
+    add_progress_option(p)
     add_label_arguments(p)
     return p
 
@@ -98,7 +108,7 @@ def parse_settings(items: List[str]) -> dict:
         name, sep, value = item.partition("=")
         name = name.strip().upper()
         if not sep or name not in fields:
-            raise SystemExit(f"--setting {item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+            raise InputError(f"--setting {item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
         hint = hints[name]
         if value.strip().lower() == "none" and type(None) in getattr(hint, "__args__", ()):
             out[name] = None
@@ -112,7 +122,7 @@ def parse_settings(items: List[str]) -> dict:
             else:
                 out[name] = base(value)
         except ValueError:
-            raise SystemExit(f"--setting {item!r}: {value!r} is not a valid {base.__name__}")
+            raise InputError(f"--setting {item!r}: {value!r} is not a valid {base.__name__}") from None
     return out
 
 
@@ -120,31 +130,32 @@ def resolve_model_folder(dataset: Optional[str], trainer: str, plans: str, confi
                          folder: Optional[str], what: str) -> str:
     if folder:
         if not os.path.isdir(folder):
-            raise SystemExit(f"{what} model folder {folder} does not exist")
+            raise InputError(f"{what} model folder {folder} does not exist")
         return folder
     if dataset is None:
-        raise SystemExit(f"give the {what} model with -d DATASET (or -m MODEL_FOLDER)")
+        raise InputError(f"give the {what} model with -d DATASET (or -m MODEL_FOLDER)")
     if not os.environ.get("nnUNet_results"):
-        raise SystemExit("nnUNet_results is not set: export it or give the model folder with -m")
+        raise InputError("nnUNet_results is not set: export it or give the model folder with -m")
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     try:
         name = maybe_convert_to_dataset_name(dataset)
     except RuntimeError as e:
-        raise SystemExit(f"{what} dataset {dataset!r} not found: {e}")
+        raise InputError(f"{what} dataset {dataset!r} not found: {e}") from None
     out = get_output_folder(name, trainer, plans, configuration)
     if not os.path.isdir(out):
-        raise SystemExit(f"{what} model folder {out} does not exist (trained with -tr {trainer} -p {plans} "
+        raise InputError(f"{what} model folder {out} does not exist (trained with -tr {trainer} -p {plans} "
                          f"-c {configuration}?)")
     return out
 
 
-@exit_130_on_interrupt("vertkd_predict", "cases already written are complete, the current one was discarded")
+@command("vertkd_predict", interrupted="cases already written are complete, the current one was discarded")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     parse_settings(args.setting)  # fail early on a bad --setting
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
-        raise SystemExit(f"-part_id must be in [0, -num_parts), got {args.part_id} and {args.num_parts}")
+        raise InputError(f"-part_id must be in [0, -num_parts), got {args.part_id} and {args.num_parts}")
+    apply_threads(args.threads)  # also checks that it is at least 1
     from nnunet_vertkd.ext_trainers_path import ensure_ext_trainer_env
     ensure_ext_trainer_env()
     import torch
@@ -164,7 +175,7 @@ def main(argv=None) -> int:
         try:
             model_folder, shipped_spine = pretrained.model_folders()
         except pretrained.PretrainedModelMissing as e:
-            raise SystemExit(f"vertkd_predict: no model given (-d/-m) and {e}")
+            raise InputError(f"no model given (-d/-m) and {e}") from None
         print(f"vertkd_predict: no model given (-d/-m): using {pretrained.describe()}", file=sys.stderr)
         args.f = args.f or [pretrained.FOLD]
         if not (args.spine_dataset or args.spine_m):
@@ -183,31 +194,32 @@ def main(argv=None) -> int:
         list_input_cases(inputs)
         check_output_folder(args.o)
     except RunSetupError as e:
-        raise SystemExit(f"vertkd_predict: error: {e}")
+        raise InputError(str(e)) from None
 
     from nnunet_vertkd.inference.backends import BackendError
     try:
         predictor = VertKDPredictor(device=torch.device(device), use_mirroring=not args.disable_tta,
-                                    verbose=args.verbose, num_threads=args.num_threads,
+                                    verbose=args.verbose, num_threads=args.threads,
+                                    allow_tqdm=not args.disable_progress_bar,
                                     settings_overrides=parse_settings(args.setting), backend=args.backend,
                                     preprocessing=args.preprocessing,
                                     label_mapping=make_label_mapping(args, device, resolve_model_folder,
                                                                      not args.disable_tta))
     except BackendError as e:
-        raise SystemExit(f"vertkd_predict: {e}")
+        raise InputError(str(e)) from None
     try:
         predictor.initialize_from_trained_model_folder(model_folder, _folds(args.f), args.chk, spine_folder,
                                                        _folds(args.spine_f) or _folds(args.f), args.chk)
     except (ModelFolderError, FileNotFoundError, RuntimeError, KeyError) as e:
         if args.verbose:
             raise
-        raise SystemExit(f"vertkd_predict: cannot load the model: {type(e).__name__}: {e}")
+        raise InputError(f"cannot load the model: {type(e).__name__}: {e}") from None
     try:
         summary = predictor.predict_from_files(inputs, args.o, overwrite=args.overwrite,
                                                save_preview=args.save_preview, save_spine=args.save_spine,
                                                num_parts=args.num_parts, part_id=args.part_id)
     except RunSetupError as e:
-        raise SystemExit(f"vertkd_predict: error: {e}")
+        raise InputError(str(e)) from None
     n = len(summary["cases"])
     print(f"\nvertkd_predict: {n} case(s) in part {args.part_id}/{args.num_parts}: "
           f"{len(summary['succeeded'])} segmented, {len(summary['skipped_existing'])} skipped (output exists), "
@@ -216,7 +228,7 @@ def main(argv=None) -> int:
         print("failed:")
         for msg in summary["failed"].values():
             print(f"  {msg}")
-        return 1
+        return CASE_FAILED_EXIT
     return 0
 
 

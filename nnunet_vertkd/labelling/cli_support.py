@@ -57,7 +57,8 @@ def make_label_mapping(args, device: str, resolve, use_mirroring: bool = True):
     try:
         return AnatomicalLabeller(folder, folds, device=device, mirroring=use_mirroring)
     except LabelModelError as e:
-        raise SystemExit(f"vertkd_predict: {e}")
+        from nnunet_vertkd.command_line import InputError
+        raise InputError(str(e)) from None
 
 
 def shipped_label_mapping(device: str = "cpu", use_mirroring: bool = True):

@@ -1,4 +1,5 @@
-"""vertkd_predict: bad inputs, -part_id/-num_parts, no overwrite, atomic outputs, the real VerSe samples."""
+"""vertkd_predict: bad inputs, -part_id/-num_parts, no overwrite, atomic outputs, the real VerSe samples, the
+option spellings and exit status of the plugin's commands (nnunet_vertkd/command_line.py)."""
 
 import numpy as np
 import pytest
@@ -21,7 +22,15 @@ def model(tmp_path, monkeypatch):
 
 
 def run(args):
-    return cli.main([*args, "-device", "cpu", "-npp", "1"])
+    return cli.main([*args, "-device", "cpu", "--threads", "1"])
+
+
+def usage_error(capsys, args, words):
+    """``args`` end with exit status 2 and one ``vertkd_predict: error: …`` line naming ``words``."""
+    assert run(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("vertkd_predict: error: ") and words in err[-1], err
+    return err[-1]
 
 
 def outputs_of(folder, case):
@@ -108,7 +117,7 @@ def test_failure_while_writing_leaves_nothing(model, tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_part_split_covers_every_case_once(model, tmp_path):
+def test_part_split_covers_every_case_once(model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = tmp_path / "in"
     inp.mkdir()
@@ -124,8 +133,8 @@ def test_part_split_covers_every_case_once(model, tmp_path):
         assert run(["-i", str(inp), "-o", str(out), "-m", model, "-part_id", str(part), "-num_parts", "4"]) == 0
         seen += sorted(p.name[:-len(".nii.gz")] for p in out.glob("*.nii.gz"))
     assert sorted(seen) == all_cases  # every case exactly once
-    with pytest.raises(SystemExit):
-        run(["-i", str(inp), "-o", str(tmp_path / "x"), "-m", model, "-part_id", "4", "-num_parts", "4"])
+    usage_error(capsys, ["-i", str(inp), "-o", str(tmp_path / "x"), "-m", model, "-part_id", "4", "-num_parts", "4"],
+                "-part_id")
 
 
 def test_no_overwrite_without_flag(model, tmp_path, capsys):
@@ -142,19 +151,46 @@ def test_no_overwrite_without_flag(model, tmp_path, capsys):
     assert sitk.ReadImage(str(target)).GetSize() == ct.GetSize()
 
 
-def test_model_folder_errors_are_clear(model, tmp_path):
+def test_model_folder_errors_are_clear(model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = write(ct, tmp_path / "a.nii.gz")
-    with pytest.raises(SystemExit, match="does not exist"):
-        run(["-i", inp, "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"])
-    with pytest.raises(SystemExit, match="fold_3"):
-        run(["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-f", "3"])
+    usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"], "does not exist")
+    usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-m", str(tmp_path / "nowhere")], "does not exist")
+    usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-f", "3"], "fold_3")
 
 
 def test_help():
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     assert e.value.code == 0
+
+
+def test_option_spellings_and_deprecated_aliases(capsys):
+    """The plugin's convention (nnU-Net's spellings), the old spellings still accepted, -npp named deprecated."""
+    parse = cli.build_parser().parse_args
+    base = ["-i", "x", "-o", "y"]
+    for threads in (["--threads", "3"], ["--num-threads", "3"], ["-npp", "3"]):
+        assert parse(base + threads).threads == 3
+    for tta in ("--disable_tta", "--disable-tta"):
+        assert parse(base + [tta]).disable_tta
+    for device in (["-device", "cpu"], ["--device", "cpu"]):
+        assert parse(base + device).device == "cpu"
+    args = parse(base + ["--overwrite", "--verbose", "--disable_progress_bar"])
+    assert args.overwrite and args.verbose and args.disable_progress_bar
+    assert parse(base + ["--no-progress"]).disable_progress_bar and not parse(base).disable_progress_bar
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "-npp and --num-threads are deprecated aliases" in text
+    # argparse's own usage errors stay exit 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(base + ["--threads", "many"])
+    assert e.value.code == 2
+
+
+def test_bad_thread_count_is_a_usage_error(model, tmp_path, capsys):
+    ct, _ = h.phantom(n_blocks=2)
+    inp = write(ct, tmp_path / "a.nii.gz")
+    assert cli.main(["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-device", "cpu", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -183,7 +219,7 @@ def test_real_verse_samples_run_through(model, tmp_path, verse_sample_dir):
             assert (out / f"{case}_snp.png").exists() and (out / f"{case}_spine.nii.gz").exists()
 
 
-def test_loop_settings_from_the_command_line(model, tmp_path):
+def test_loop_settings_from_the_command_line(model, tmp_path, capsys):
     import json
     ct, _ = h.phantom(n_blocks=4)
     write(ct, tmp_path / "a.nii.gz")
@@ -194,8 +230,8 @@ def test_loop_settings_from_the_command_line(model, tmp_path):
     assert record["n_vertebrae"] == 2 and record["stop_reason"] == "max_vertebrae"
     assert record["settings"]["MAX_VERTEBRAE"] == 2 and record["settings"]["ACCEPT_UNCONVERGED"] is False
     for bad in ("NO_SUCH=1", "MAX_VERTEBRAE=many", "ACCEPT_UNCONVERGED=maybe", "MAX_VERTEBRAE"):
-        with pytest.raises(SystemExit, match="--setting"):
-            run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", bad])
+        usage_error(capsys, ["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", bad],
+                    "--setting")
 
 
 def test_output_never_replaces_the_input(model, tmp_path):

@@ -87,7 +87,8 @@ def test_cli_label_options(tmp_path, monkeypatch):
     def resolve(dataset, tr, p, c, folder, what):
         assert what == "label" and folder == str(tmp_path)
         return folder
-    with pytest.raises(SystemExit, match="plans.json missing"):
+    from nnunet_vertkd.command_line import InputError
+    with pytest.raises(InputError, match="plans.json missing"):
         cli_support.make_label_mapping(args, "cpu", resolve)
 
 
