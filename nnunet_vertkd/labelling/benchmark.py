@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import SimpleITK as sitk
