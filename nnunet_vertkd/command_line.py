@@ -8,7 +8,8 @@ option                 meaning                                    aliases kept
 =====================  =========================================  =============================================
 ``-device``            cpu / cuda (/ mps where the command can)    ``--device``
 ``-np``                worker processes                           ``--num-processes``
-``--threads``          torch / OpenMP threads per process         ``--num-threads`` (``vertkd_predict``)
+``--threads``          torch / OpenMP threads per process         ``--num-threads``, ``-npp`` (``vertkd_predict``;
+                                                                  deprecated: nnU-Net's -npp = processes)
 ``--disable_tta``      no left-right mirroring at test time       ``--disable-tta``
 ``--disable_progress_bar``  no progress bar                       ``--no-progress``
 ``--overwrite``        replace existing outputs
