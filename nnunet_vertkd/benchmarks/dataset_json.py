@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, DATASET_JSON_KEY
+from nnunet_vertkd.model_contract import DATASET_JSON_KEY
+from nnunet_vertkd.orientation import CANONICAL_ORIENTATION
 
 CT_CHANNELS = {"0": "CT"}
 NIFTI_ENDING = ".nii.gz"
