@@ -13,6 +13,8 @@ from nnunet_vertkd.orientation import CANONICAL_ORIENTATION
 
 CT_CHANNELS = {"0": "CT"}
 NIFTI_ENDING = ".nii.gz"
+GENERATED_LICENCE = "none: a temporary dataset or stand-in model written by nnunet_vertkd's benchmarks"
+GENERATED_BY = "nnunet_vertkd.benchmarks"
 
 
 def write_dataset_json(folder: Union[str, Path], labels: Dict[str, int], kind: str, num_training: int = 1,
@@ -25,5 +27,5 @@ def write_dataset_json(folder: Union[str, Path], labels: Dict[str, int], kind: s
         meta["spacing_mm"] = float(spacing_mm)
     Path(folder).mkdir(parents=True, exist_ok=True)
     generate_dataset_json(str(folder), dict(CT_CHANNELS), dict(labels), num_training, NIFTI_ENDING,
-                          **{DATASET_JSON_KEY: meta})
+                          license=GENERATED_LICENCE, converted_by=GENERATED_BY, **{DATASET_JSON_KEY: meta})
     return Path(folder) / "dataset.json"
