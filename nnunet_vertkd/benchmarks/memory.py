@@ -127,7 +127,7 @@ def run(args) -> int:
         env["nnUNet_extTrainer"] = os.pathsep.join([ext, EXT_TRAINER_DIR])
     out = os.path.join(work, "out")
     cmd = [sys.executable, "-m", "nnunet_vertkd.inference.cli", "-i", scan, "-o", out, "-m", model,
-           "-device", "cpu", "-npp", str(args.threads), "--overwrite"]
+           "-device", "cpu", "--threads", str(args.threads), "--overwrite"]
     if args.preprocessing:
         cmd += ["--preprocessing", args.preprocessing]
     if args.spine_m == "standin":

@@ -233,7 +233,7 @@ class Pipeline:
         if disable_tta:
             cmd.append("--disable-tta")
         if self.threads:
-            cmd += ["-npp", self.threads]
+            cmd += ["--threads", self.threads]
         # a case that fails (e.g. "no spine found" for a barely trained model) is reported, not fatal
         return self.run(tag or f"predict {trainer}", cmd, extra_env=extra_env, check=check)
 
