@@ -1,4 +1,4 @@
-"""Issue 10, "Bad input and faults": every defect found by a hostile-but-fair user, one test each.
+"""Bad input and faults: every defect found by a hostile-but-fair user, one test each.
 
 Predictor (the stand-in model of tests/helpers/stand_in_model.py), converter (tiny VerSe trees) and evaluator (tiny masks); all
 fast. Signals sent to real processes are in test_fault_injection.py.

@@ -1,4 +1,4 @@
-"""Fault injection (issue 10): SIGINT and SIGKILL sent to real ``vertkd_convert_verse -np 2`` and
+"""Fault injection: SIGINT and SIGKILL sent to real ``vertkd_convert_verse -np 2`` and
 ``vertkd_predict`` processes in the middle of their work.
 
 After each signal: exit status 130 and one line for SIGINT (no traceback); no worker process left running; no

@@ -1,6 +1,6 @@
 """The shipped reference model (nnunet_vertkd/pretrained): small files, loads into the networks its trainers
 build, and is what ``vertkd_predict`` uses without model arguments (on a small crop of the embedded real scan,
-which the model never saw in training). Needs neither a GPU nor ../shared."""
+which the model never saw in training). Needs neither a GPU nor the sample data beside the repository."""
 import json
 import os
 

@@ -1,6 +1,6 @@
-"""Miniature of the issue-12 parts of ``vertkd_benchmark efficiency``: time per patch by backend, nnU-Net with
-mirroring off and its estimate with mirroring on, end to end through the predictor (oracle loop on the paper's
-recipe network). 32^3 patches, one tiny scan, CPU; OpenVINO rows only when it is installed."""
+"""Miniature of the backend and end-to-end options of ``vertkd_benchmark efficiency``: time per patch by backend,
+nnU-Net with mirroring off and its estimate with mirroring on, end to end through the predictor (oracle loop on
+the paper's recipe network). 32^3 patches, one tiny scan, CPU; OpenVINO rows only when it is installed."""
 import json
 
 import pytest
