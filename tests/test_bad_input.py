@@ -20,7 +20,7 @@ from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, conv
 from nnunet_vertkd.evaluation import cli as eval_cli
 from nnunet_vertkd.inference import cli as predict_cli
 from nnunet_vertkd.inference import outputs
-from nnunet_vertkd.inference.input_checks import InputError, check_image
+from nnunet_vertkd.inference.input_checks import RejectedCaseError, check_image
 
 V, S = "Dataset501_VerSeVertebrae", "Dataset502_VerSeSpine"
 
@@ -86,14 +86,14 @@ def test_absurd_spacing_and_non_orthonormal_direction_refused_in_memory():
     ct, _ = h.phantom(n_blocks=2)
     img = sitk.Image(ct)
     img.SetSpacing((1.0, 1.0, 25.0))
-    with pytest.raises(InputError, match="absurd voxel spacing"):
+    with pytest.raises(RejectedCaseError, match="absurd voxel spacing"):
         check_image(img, "x")
     img = sitk.Image(ct)
     try:
         img.SetDirection((1, 0, 0, 0, 1, 0, 0, 0.6, 0.8))  # not orthonormal
     except RuntimeError:
         pytest.skip("SimpleITK refuses such directions itself")
-    with pytest.raises(InputError, match="direction"):
+    with pytest.raises(RejectedCaseError, match="direction"):
         check_image(img, "x")
 
 

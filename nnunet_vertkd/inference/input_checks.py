@@ -1,4 +1,4 @@
-"""Checks on input CT images before inference; each failure is an ``InputError`` naming the case.
+"""Checks on input CT images before inference; each failure is a ``RejectedCaseError`` naming the case.
 
 Rejected (the batch goes on with the next case, nothing is written for this one):
 missing, unreadable or truncated file; impossible NIfTI header (zero/negative voxel size, singular sform; read
@@ -28,8 +28,9 @@ MIN_MAX_HU = 100.0
 WARNINGS_KEY = "vertkd_input_warnings"
 
 
-class InputError(ValueError):
-    """A case that cannot be segmented; ``str(e)`` names the case and the reason."""
+class RejectedCaseError(ValueError):
+    """One case that cannot be segmented; ``str(e)`` names the case and the reason. The batch goes on with the next
+    case (unlike ``nnunet_vertkd.command_line.InputError``: bad usage of a command, which stops it with exit 2)."""
 
     def __init__(self, case: str, reason: str):
         super().__init__(f"{case}: {reason}")
@@ -39,12 +40,12 @@ class InputError(ValueError):
 
 def read_image(path: str, case: str) -> sitk.Image:
     """Read ``path`` (``nnunet_vertkd.image_io.read_image``); missing, unreadable or truncated files and impossible
-    NIfTI headers become InputError. Accepted header oddities (no qform/sform) are kept with the image
+    NIfTI headers become RejectedCaseError. Accepted header oddities (no qform/sform) are kept with the image
     (``header_warnings``)."""
     try:
         image, warnings = read_checked_image(path)
     except ImageReadError as e:
-        raise InputError(case, str(e)) from None
+        raise RejectedCaseError(case, str(e)) from None
     check_nifti_nans(path, case)
     if warnings:
         image.SetMetaData(WARNINGS_KEY, json.dumps(warnings))
@@ -72,45 +73,45 @@ def check_nifti_nans(path: str, case: str) -> None:
         return
     n_nan = int(np.isnan(data).sum())
     if n_nan:
-        raise InputError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
+        raise RejectedCaseError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
 
 
 def check_geometry(image: sitk.Image, case: str) -> None:
     not_3d = scalar_3d_problem(image)
     if not_3d:
-        raise InputError(case, not_3d)
+        raise RejectedCaseError(case, not_3d)
     size = image.GetSize()
     if min(size) == 0:
-        raise InputError(case, f"empty image (size {size})")
+        raise RejectedCaseError(case, f"empty image (size {size})")
     problems = geometry_problems(size, image.GetSpacing(), image.GetDirection())
     if problems:
-        raise InputError(case, "; ".join(problems))
+        raise RejectedCaseError(case, "; ".join(problems))
 
 
 def check_intensities(array: np.ndarray, case: str) -> None:
     if array.size == 0:
-        raise InputError(case, "empty image (no voxels)")
+        raise RejectedCaseError(case, "empty image (no voxels)")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise InputError(case, f"unsupported voxel type {array.dtype}")
+        raise RejectedCaseError(case, f"unsupported voxel type {array.dtype}")
     if np.issubdtype(array.dtype, np.floating):
         n_nan = int(np.isnan(array).sum())
         if n_nan:
-            raise InputError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
+            raise RejectedCaseError(case, f"{n_nan} NaN voxels: the image is corrupt or not a CT")
         n_inf = int(np.isinf(array).sum())
         if n_inf:
-            raise InputError(case, f"{n_inf} infinite voxels: the image is corrupt or not a CT")
+            raise RejectedCaseError(case, f"{n_inf} infinite voxels: the image is corrupt or not a CT")
     lo, hi = float(array.min()), float(array.max())
     if lo == hi:
-        raise InputError(case, f"constant image (every voxel is {lo:g}): nothing to segment")
+        raise RejectedCaseError(case, f"constant image (every voxel is {lo:g}): nothing to segment")
     if lo >= 0 and hi <= 1:
-        raise InputError(case, f"intensities in [{lo:g}, {hi:g}] look normalised to [0, 1], not Hounsfield units; "
-                               f"give the CT in HU")
+        raise RejectedCaseError(case, f"intensities in [{lo:g}, {hi:g}] look normalised to [0, 1], not Hounsfield "
+                                      f"units; give the CT in HU")
     if lo >= 0 and hi <= 255:
-        raise InputError(case, f"intensities in [{lo:g}, {hi:g}] look like an 8-bit picture, not Hounsfield units; "
-                               f"give the CT in HU")
+        raise RejectedCaseError(case, f"intensities in [{lo:g}, {hi:g}] look like an 8-bit picture, not Hounsfield "
+                                      f"units; give the CT in HU")
     if hi < MIN_MAX_HU:
-        raise InputError(case, f"maximum intensity {hi:g} < {MIN_MAX_HU:g}: no bone in Hounsfield units, so this is "
-                               f"not a CT in HU (or it is empty)")
+        raise RejectedCaseError(case, f"maximum intensity {hi:g} < {MIN_MAX_HU:g}: no bone in Hounsfield units, so "
+                                      f"this is not a CT in HU (or it is empty)")
 
 
 def intensity_warnings(array: np.ndarray) -> list:

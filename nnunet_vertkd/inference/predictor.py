@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nnunet_vertkd.centroids import centroids_from_mask  # noqa: F401 (API of earlier versions)
 from nnunet_vertkd.ct_padding import normalised_air_value
 from nnunet_vertkd.inference import geometry, lean_preprocessing
-from nnunet_vertkd.inference.input_checks import (InputError, check_image, header_warnings, intensity_warnings,
+from nnunet_vertkd.inference.input_checks import (RejectedCaseError, check_image, header_warnings, intensity_warnings,
                                                   read_image)
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
 from nnunet_vertkd.inference.model_loading import LoadedModel, PatchPredictor, load_vertebra_model
@@ -141,7 +141,7 @@ class VertKDPredictor:
     # ------------------------------------------------------------------ one image
     def predict_single_image(self, image: sitk.Image, case: str = "image") -> Tuple[sitk.Image, dict, dict]:
         """Segment one in-memory CT (HU). Returns (instance image on the input's grid, {label: (X, Y, Z)} in its
-        voxel indices, record). Raises InputError for unusable input."""
+        voxel indices, record). Raises RejectedCaseError for unusable input."""
         r = self._predict(image, case, want_spine=False, want_preview=False)
         return r.instances, r.centroids, r.record
 
@@ -182,7 +182,7 @@ class VertKDPredictor:
             if not want_spine:
                 spine_raw = None
         if float(start_prob.max()) < self.settings.START_THRESHOLD:
-            raise InputError(case, f"no spine found (spine probability never reaches "
+            raise RejectedCaseError(case, f"no spine found (spine probability never reaches "
                                    f"{self.settings.START_THRESHOLD}; source: {spine_source})")
 
         t = time.perf_counter()
@@ -300,7 +300,7 @@ class VertKDPredictor:
                 res.record["seconds"]["read"] = round(load_s, 4)
                 write_case_outputs(files, res)
                 summary["succeeded"].append(case)
-            except InputError as e:
+            except RejectedCaseError as e:
                 summary["failed"][case] = str(e)
                 tqdm.write(f"FAILED {e}")
             except Exception as e:  # the batch goes on; the message names the case
