@@ -118,6 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(--patch voxels at 1 mm): 1 = the paper's recipe, 2 = the CPU recipe (default: 1)")
     p.add_argument("--e2e-centres", nargs="+", type=int, default=[3, 2],
                    help="N_CONVERGENCE_CENTRES values for the --e2e rows (default: 3 2)")
+    p.add_argument("--e2e-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a loop setting for every --e2e row, as vertkd_predict --setting (e.g. "
+                        "ACCEPT_COMPLETE_FRAGMENT=true); repeatable")
     p.add_argument("--e2e-mirroring", nargs="+", choices=("off", "on"), default=["off"],
                    help="test-time mirroring for the --e2e rows of trained models (default: off)")
 

@@ -128,7 +128,8 @@ def format_e2e(report: dict) -> List[str]:
         ratios = " / ".join(fmt(ref[k] / best, 1) for k in ("nnunet", "nnunet_mirroring_on") if k in ref) or "–"
         backend = ", ".join(f"{k} {v}" for k, v in (r.get("backend") or {}).items())
         lines.append(
-            f"| {r['name']} | {backend} | {r['n_convergence_centres']} | {'on' if r.get('mirroring') else 'off'} | "
+            f"| {r['name']} | {backend} | {r['n_convergence_centres']}"
+            f"{' or complete' if r.get('accept_complete_fragment') else ''} | {'on' if r.get('mirroring') else 'off'} | "
             f"{r['n_network_calls']} | {fmt(r['n_network_calls'] / max(1, r['n_vertebrae_found']), 2)} | "
             f"{r['n_vertebrae_found']} / {n_ref if n_ref is not None else '?'} | "
             f"{fmt(r.get('dice_mean'), 3) if not r.get('oracle') else 'oracle'} | {best:.2f} | "

@@ -27,6 +27,9 @@ def add_loop_arguments(p) -> None:
     p.add_argument("--centres", nargs="+", type=int, default=[3, 2], help="N_CONVERGENCE_CENTRES values (default 3 2)")
     p.add_argument("--mirroring", nargs="+", choices=("off", "on"), default=["off", "on"],
                    help="test-time mirroring (default: off on)")
+    p.add_argument("--accept-complete", nargs="+", choices=("off", "on"), default=["off"],
+                   help="ACCEPT_COMPLETE_FRAGMENT values: accept a fragment complete in its patch at once "
+                        "(default: off)")
     p.add_argument("--backend", default="auto", help="inference backend (default: auto)")
     p.add_argument("--synthetic", type=int, default=3, help="synthetic scans to add (default 3)")
     p.add_argument("--no-real", action="store_true", help="leave out the real samples")
@@ -55,16 +58,25 @@ def loop_scans(args, work: Path) -> list:
     return scans
 
 
+def _rules(args) -> list:
+    """(N_CONVERGENCE_CENTRES, ACCEPT_COMPLETE_FRAGMENT) pairs to run."""
+    return [(n, c == "on") for c in getattr(args, "accept_complete", ["off"]) for n in args.centres]
+
+
+def _rule_name(n: int, complete: bool) -> str:
+    return f"{n} or complete" if complete else str(n)
+
+
 def totals_lines(rows: list, args) -> list:
     """The totals table: per setting (centres, mirroring) over all scans."""
     lines = ["", "Totals over the scans:", "",
              "| centres | mirroring | calls | vertebrae found | reference vertebrae | Dice mean (all reference vertebrae) | "
              "Dice ≥ 0.5 | seconds |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for mirror in args.mirroring:
-        for n in args.centres:
-            sel = [r for r in rows if r["mirror"] == mirror and r["centres"] == n]
+        for n, complete in _rules(args):
+            sel = [r for r in rows if r["mirror"] == mirror and r["centres"] == n and r["complete"] == complete]
             dice = [d for r in sel for d in r["dice_per_vertebra"]]
-            lines.append(f"| {n} | {mirror} | {sum(r['n_network_calls'] for r in sel)} | "
+            lines.append(f"| {_rule_name(n, complete)} | {mirror} | {sum(r['n_network_calls'] for r in sel)} | "
                          f"{sum(r['n_vertebrae_found'] for r in sel)} | {len(dice)} | "
                          f"{(sum(dice) / len(dice) if dice else 0):.3f} | "
                          f"{sum(r['n_matched_dice_50'] for r in sel)} | "
@@ -95,14 +107,14 @@ def run_loop(args, argv=None) -> int:
     print(head, flush=True)
     for name, ct, mask in scans:
         for mirror in args.mirroring:
-            for n in args.centres:
+            for n, complete in _rules(args):
                 r = run_child({"task": "e2e", "threads": threads, "image": ct, "mask": mask, "model": model,
                                "spine_model": spine, "oracle": False, "backend": args.backend,
-                               "mirroring": mirror == "on", "settings": {"N_CONVERGENCE_CENTRES": n}, "runs": 1,
+                               "mirroring": mirror == "on", "settings": {"N_CONVERGENCE_CENTRES": n, "ACCEPT_COMPLETE_FRAGMENT": complete}, "runs": 1,
                                "net": name}, log=lambda *_: None)
-                r.update({"scan": name, "mirror": mirror, "centres": n})
+                r.update({"scan": name, "mirror": mirror, "centres": n, "complete": complete})
                 rows.append(r)
-                line = (f"| {name} | {n} | {mirror} | {r['n_network_calls']} | "
+                line = (f"| {name} | {_rule_name(n, complete)} | {mirror} | {r['n_network_calls']} | "
                         f"{r['n_network_calls'] / max(1, r['n_vertebrae_found']):.2f} | "
                         f"{r['n_vertebrae_found']} / {r['n_reference_vertebrae']} | {r['dice_mean']:.3f} | "
                         f"{r['n_matched_dice_50']} | {min(r['seconds_per_scan']):.1f} |")
@@ -115,7 +127,7 @@ def run_loop(args, argv=None) -> int:
                       f"Model: `{Path(model).name}` + spine `{Path(spine).name}`, backend {args.backend}, "
                       f"{threads} threads.", "", f"Machine: {describe_machine(info)}.", ""]
                      + ([f"Note: {args.note}", ""] if args.note else []) + lines) + "\n"
-    print("\n".join(lines[-(len(args.mirroring) * len(args.centres) + 2):]))
+    print("\n".join(lines[-(len(args.mirroring) * len(_rules(args)) + 2):]))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)

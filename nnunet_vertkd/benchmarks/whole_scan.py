@@ -213,6 +213,7 @@ def child_e2e(spec: dict) -> dict:
                "n_vertebrae_found": record["n_vertebrae"], "stop_reason": record["stop_reason"],
                "backend": record.get("backend"), "mirroring": record.get("mirroring"),
                "n_convergence_centres": record["settings"]["N_CONVERGENCE_CENTRES"],
+               "accept_complete_fragment": bool(record["settings"].get("ACCEPT_COMPLETE_FRAGMENT")),
                "preprocessed_shape": record["preprocessed_shape"], "patch_size": record["patch_size"],
                "peak_memory_mb": peak_rss_mb(), "memory_increase_mb": peak_rss_mb() - rss_before,
                "oracle": bool(spec.get("oracle")), **oracle_info}
@@ -228,6 +229,8 @@ def e2e_jobs(args, plans: str, work: Path, trained: List[str]) -> List[dict]:
     """The end-to-end rows: the recipe networks (``--nets`` but nnunet) at every ``--e2e-spacings`` with the same
     field of view (``--patch`` mm), oracle loop; then every trained model as it is; each with every backend,
     mirroring (trained models) and ``N_CONVERGENCE_CENTRES`` asked for."""
+    from nnunet_vertkd.inference.cli import parse_settings
+    extra = parse_settings(getattr(args, "e2e_setting", None) or [])
     jobs = []
     for net in [n for n in args.nets if n != "nnunet"]:
         for spacing in args.e2e_spacings:
@@ -238,14 +241,14 @@ def e2e_jobs(args, plans: str, work: Path, trained: List[str]) -> List[dict]:
                 for n in args.e2e_centres:
                     jobs.append({"name": f"{net}, recipe {spacing:g} mm, {patch}³ (oracle loop)", "model": folder,
                                  "oracle": True, "backend": backend, "mirroring": False,
-                                 "settings": {"N_CONVERGENCE_CENTRES": n}})
+                                 "settings": {**extra, "N_CONVERGENCE_CENTRES": n}})
     for folder in trained:
         for backend in args.e2e_backends:
             for mirror in args.e2e_mirroring:
                 for n in args.e2e_centres:
                     jobs.append({"name": f"trained {Path(folder).name.split('__')[0]}", "model": folder,
                                  "oracle": False, "backend": backend, "mirroring": mirror == "on",
-                                 "settings": {"N_CONVERGENCE_CENTRES": n}})
+                                 "settings": {**extra, "N_CONVERGENCE_CENTRES": n}})
     return jobs
 
 
