@@ -110,3 +110,19 @@ def test_prepare_scan_uses_the_converter_grid_and_labels(tmp_path):
     labels = sorted(int(v) for v in np.unique(sitk.GetArrayFromImage(img)) if v)
     assert labels == sorted(VERSE_TO_NNUNET[v] for v in (20, 21, 22))
     assert prepared["original"]["orientation"] == "LPS"
+
+
+def test_acceptance_rules_of_the_loop_and_e2e_benchmarks(tmp_path, monkeypatch):
+    """``loop --accept-complete off on`` runs every centres value with and without ACCEPT_COMPLETE_FRAGMENT;
+    ``efficiency --e2e-setting`` reaches every end-to-end job, and N_CONVERGENCE_CENTRES stays per row."""
+    from nnunet_vertkd.benchmarks import loop_accuracy, whole_scan
+    from nnunet_vertkd.benchmarks.cli import build_parser
+    p = build_parser()
+    args = p.parse_args(["loop", "--centres", "3", "2", "--accept-complete", "off", "on"])
+    assert loop_accuracy._rules(args) == [(3, False), (2, False), (3, True), (2, True)]
+    assert loop_accuracy._rules(p.parse_args(["loop"])) == [(3, False), (2, False)]
+    args = p.parse_args(["efficiency", "--e2e", "--nets", "nnunet", "--e2e-centres", "2",
+                         "--e2e-setting", "ACCEPT_COMPLETE_FRAGMENT=true", "--e2e-setting", "START_THRESHOLD=0.4"])
+    jobs = whole_scan.e2e_jobs(args, plans="unused", work=tmp_path, trained=["modelA"])
+    assert [j["settings"] for j in jobs] == [{"ACCEPT_COMPLETE_FRAGMENT": True, "START_THRESHOLD": 0.4,
+                                              "N_CONVERGENCE_CENTRES": 2}]
