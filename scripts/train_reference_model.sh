@@ -24,7 +24,7 @@ cd "$WORK"
 
 # 1. data: 24 synthetic scans (14 training, 5 validation, 5 test) + the real training samples
 [ -d synthetic ] || "$BIN/vertkd_make_synthetic" synthetic --cases 24 --seed 0 -np 2
-"$BIN/vertkd_convert_verse" synthetic "$REAL" -d 601 --spacing-mm 2 -np 2 --no-progress --overwrite
+"$BIN/vertkd_convert_verse" synthetic "$REAL" -d 601 --spacing-mm 2 -np 2 --disable_progress_bar --overwrite
 if ls "$nnUNet_raw"/Dataset601_*/imagesTr | grep -q "verse012"; then
   echo "sub-verse012 must stay held out: remove it from $REAL" >&2; exit 1
 fi

@@ -1,6 +1,6 @@
 """Peak memory (RSS) of ``vertkd_predict`` on a large scan: ``python -m nnunet_vertkd.benchmarks.memory``.
 
-A clinic PC has 8 GB; the target (issue 10) is a peak resident set size of at most 4 GB for a 512×512×600 int16
+A clinic PC has 8 GB; the target is a peak resident set size of at most 4 GB for a 512×512×600 int16
 scan at 0.8×0.8×1 mm. This command writes such a synthetic CT (air, a body ellipse of soft tissue, a column of
 bone blocks with discs between them), runs ``vertkd_predict`` on it in a child process, samples the child's
 resident memory every 0.1 s and reports the peak (``ru_maxrss`` of the child, the kernel's own count), the

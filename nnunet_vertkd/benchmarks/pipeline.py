@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-#: folder of the benchmark/demo trainer variants (added to nnUNet_extTrainer next to the plugin's own folder)
+from nnunet_vertkd.image_io import case_id, case_name
 
 
 def console_script(name: str) -> str:
@@ -142,7 +142,7 @@ class Pipeline:
     def generate_synthetic(self, out: Path, cases: int, seed: int, scale: float,
                            spacing: Optional[str] = None, num_processes: int = 1) -> Path:
         cmd = ["vertkd_make_synthetic", out, "--cases", cases, "--seed", seed, "--scale", scale,
-               "--num-processes", num_processes]
+               "-np", num_processes]
         if spacing:
             cmd += ["--spacing", spacing]
         if Path(out).is_dir() and any(Path(out).iterdir()):
@@ -153,7 +153,7 @@ class Pipeline:
     def convert(self, roots: Sequence[Path], dataset_id: int, spacing_mm: float = 1.0,
                 num_processes: int = 1) -> dict:
         cmd = ["vertkd_convert_verse", *roots, "-d", dataset_id, "--spacing-mm", spacing_mm,
-               "-np", num_processes, "--no-progress", "--overwrite"]
+               "-np", num_processes, "--disable_progress_bar", "--overwrite"]
         self.run("convert", cmd)
         report = self.raw_dataset(dataset_id) / "conversion_report.json"
         if report.is_file():
@@ -231,7 +231,7 @@ class Pipeline:
         if save_preview:
             cmd.append("--save-preview")
         if disable_tta:
-            cmd.append("--disable-tta")
+            cmd.append("--disable_tta")
         if self.threads:
             cmd += ["--threads", self.threads]
         # a case that fails (e.g. "no spine found" for a barely trained model) is reported, not fatal
@@ -270,7 +270,7 @@ class Pipeline:
         folder = self.raw_dataset(dataset_id) / sub
         if not folder.is_dir():
             return []
-        return sorted(p.name[: -len("_0000.nii.gz")] for p in folder.glob("*_0000.nii.gz"))
+        return sorted(case_name(p.name)[0] for p in folder.glob("*_0000.nii.gz"))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -282,12 +282,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def verse_case_ids(root: Path) -> List[str]:
     """Case ids (VerSe stem without ``_ct``) of the CT files under a VerSe folder."""
-    ids = []
-    for p in sorted(Path(root).rglob("*_ct.nii.gz")):
-        ids.append(p.name[: -len("_ct.nii.gz")])
-    for p in sorted(Path(root).rglob("verse*.nii.gz")):  # old naming: verse004.nii.gz
-        if "_seg" not in p.name:
-            ids.append(p.name[: -len(".nii.gz")])
+    ids = [case_id(p.name) for p in Path(root).rglob("*_ct.nii.gz")]
+    ids += [case_id(p.name) for p in Path(root).rglob("verse*.nii.gz")  # old naming: verse004.nii.gz
+            if "_seg" not in p.name]
     return sorted(set(ids))
 
 

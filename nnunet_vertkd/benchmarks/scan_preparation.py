@@ -56,10 +56,11 @@ def prepare_scan(scan: Path, mask: Optional[Path], out_dir: Path, spacing_mm: fl
 
 def synthetic_scan(out_dir: Path, seed: int = 0, scale: float = 0.5) -> Optional[dict]:
     """One synthetic VerSe case (as vertkd_make_synthetic writes it); None when none was written."""
+    from nnunet_vertkd.image_io import case_id
     from nnunet_vertkd.synthetic.verse_tree import write_synthetic_verse
     write_synthetic_verse(str(out_dir), 1, seed=seed, scale=scale)
     for ct in sorted(out_dir.rglob("*_ct.nii.gz")):
-        stem = ct.name[: -len("_ct.nii.gz")]
+        stem = case_id(ct.name)
         masks = list(out_dir.rglob(f"{stem}_seg-vert_msk.nii.gz"))
         if masks:
             return {"scan": ct, "mask": masks[0]}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_vertkd.benchmarks.dataset_json import write_dataset_json
+from nnunet_vertkd.model_contract import CHECKPOINT_KEY
 
 STANDIN_TRAINER = "VertKDStandInTrainer"
 STANDIN_TRAINER_FILE = "vertkd_standin_trainer.py"
@@ -124,7 +125,7 @@ def make_standin_vertebra_model(root, ext_dir, spacing=(2.0, 2.0, 2.0), patch_si
     torch.save({"network_weights": {"scale": torch.ones(1)}, "trainer_name": STANDIN_TRAINER,
                 "init_args": {"configuration": "3d_fullres", "fold": fold},
                 "inference_allowed_mirroring_axes": (0, 1, 2),
-                "vertkd": {"role": "vertebra", "patch_size": list(patch_size)}},
+                CHECKPOINT_KEY: {"role": "vertebra", "patch_size": list(patch_size)}},
                folder / f"fold_{fold}" / "checkpoint_final.pth")
     return str(folder)
 

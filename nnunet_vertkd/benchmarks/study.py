@@ -1,4 +1,4 @@
-"""``vertkd_benchmark study``: the distillation study (paper 000, Table 3) on synthetic VerSe-format data.
+"""``vertkd_benchmark study``: the distillation study (Serrador et al. 2024, Table 3) on synthetic VerSe-format data.
 
 Trains T_B, T_S, S_S, S_T3, S_T4, S_T5, S_L and S_LW (``nnunet_vertkd.trainers.benchmarking.STUDY_TRAINERS``: the plugin's trainer
 classes with a schedule suffix, e.g. ``VertKDStudentTrainer_T3_studyCPU``) on a synthetic training set written by
@@ -53,7 +53,7 @@ PAPER_DESCRIPTIONS = {
     "S_T5": "student, soft outputs T=5", "S_L": "student, logit matching (ED)",
     "S_LW": "student, logit matching x distance map",
 }
-#: paper 000 Table 3 (VerSe test): Dice %, HD mm, failure %, for reference in the written table
+#: Serrador et al. 2024, Table 3 (VerSe test): Dice %, HD mm, failure %, for reference in the written table
 PAPER_TABLE3 = {"T_B": (80.78, 16.34, 5.28), "T_S": (88.22, 7.71, 2.12), "S_S": (75.78, 15.17, 15.44),
                 "S_T3": (82.26, 11.05, 7.05), "S_T4": (84.70, 9.82, 5.50), "S_T5": (84.47, 8.08, 6.06),
                 "S_L": (29.60, None, None), "S_LW": (78.94, None, None)}
@@ -303,7 +303,7 @@ def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, 
     from nnunet_vertkd.trainers.benchmarking import schedule
     sched = {k: v for k, v in schedule(cfg["suffix"]).items() if k in ("patch_size_voxels", "num_epochs",
                                                                        "num_iterations_per_epoch")}
-    lines = [f"# Distillation study, {args.scale.upper()} scale (paper 000 Table 3 on synthetic data)", "",
+    lines = [f"# Distillation study, {args.scale.upper()} scale (Serrador et al. 2024, Table 3, on synthetic data)", "",
              f"Command: `{command}`", "",
              f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}; total run time "
              f"{total / 60:.1f} min.",
@@ -318,7 +318,7 @@ def _markdown(command, args, cfg, info, test_sets, test_ids, real_ids, results, 
              f"(trainer variants in nnunet_vertkd/trainers/benchmarking.py: {sched}, batch 1); "
              f"seeds {args.seeds}; students distil from T_S of the same seed.",
              f"- Test sets: {', '.join(f'{k} ({len(v)} scans)' for k, v in ((n, test_ids if 'synthetic' in n else real_ids) for n in test_sets))}; "
-             "`vertkd_predict --disable-tta` with the bone-threshold spine heuristic (no spine model), "
+             "`vertkd_predict --disable_tta` with the bone-threshold spine heuristic (no spine model), "
              "`vertkd_evaluate` (overlap matching).",
              "- Columns: mean ± std over vertebrae pooled over seeds (Dice over all reference vertebrae, a missed "
              "vertebra counting 0; HD and ASSD over the matched ones); failure = Dice < 50 % (missed included); "

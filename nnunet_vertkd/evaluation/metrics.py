@@ -28,7 +28,7 @@ pairs with zero overlap are never matches. panoptica (PyPI) was considered: inst
 pandas, plotly, rich, typer and *downgrade NumPy* in the shared environment, for a matching that is a few
 lines of SciPy here, so it is not used.
 
-VerSe labelling metrics (Sekuboyina et al., VerSe benchmark, paper 004 of the project):
+VerSe labelling metrics (Sekuboyina et al. 2021, the VerSe benchmark):
 
 * A reference vertebra ``v`` (true centroid ``x_v``) is *localised* when it has a matched prediction whose
   centroid ``x̂`` is the closest of **all** predicted centroids to ``x_v`` and ``||x̂ - x_v|| < 20 mm``
@@ -51,7 +51,7 @@ from scipy.optimize import linear_sum_assignment
 from nnunet_vertkd.centroids import centroids_from_mask
 from nnunet_vertkd.labels import region_of_nnunet_label, region_of_verse_label
 
-#: a vertebra whose Dice is below this value counts as a failure (paper 000: "Dice < 50 %").
+#: a vertebra whose Dice is below this value counts as a failure (Serrador et al. 2024: "Dice < 50 %").
 FAILURE_DICE = 0.5
 #: identification radius in millimetres (VerSe: predicted centroid within 20 mm of the true one).
 ID_RADIUS_MM = 20.0

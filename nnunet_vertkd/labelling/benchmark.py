@@ -29,6 +29,7 @@ from nnunet_vertkd.command_line import (InputError, add_device_option, add_proce
                                         command)
 from nnunet_vertkd.evaluation.label_shifts import label_shifts
 from nnunet_vertkd.evaluation.metrics import evaluate_case
+from nnunet_vertkd.image_io import case_id
 from nnunet_vertkd.labelling.body_centre import body_centroids
 from nnunet_vertkd.labels import VERSE_LABEL_NAMES, VERSE_TO_NNUNET
 
@@ -41,7 +42,7 @@ def find_scans(roots: List[str]) -> List[dict]:
             for f in sorted(files):
                 if not f.endswith("_seg-vert_msk.nii.gz"):
                     continue
-                stem = f[:-len("_seg-vert_msk.nii.gz")]
+                stem = case_id(f)
                 mask = os.path.join(dirpath, f)
                 ct_dir = dirpath.replace(os.sep + "derivatives" + os.sep, os.sep + "rawdata" + os.sep)
                 ct = os.path.join(ct_dir, stem + "_ct.nii.gz")

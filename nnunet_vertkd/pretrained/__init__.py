@@ -91,14 +91,16 @@ def training_data(raw_dataset_folder: str) -> dict:
     and the held-out test cases of ``imagesTs``."""
     import numpy as np
     import SimpleITK as sitk
+
+    from nnunet_vertkd.image_io import case_name
     cases = {}
     labels_dir = os.path.join(raw_dataset_folder, "labelsTr")
     for name in sorted(os.listdir(os.path.join(raw_dataset_folder, "imagesTr"))):
-        case = name[: -len("_0000.nii.gz")] if name.endswith("_0000.nii.gz") else name
+        case = case_name(name)[0]
         lab = os.path.join(labels_dir, f"{case}.nii.gz")
         if os.path.isfile(lab):
             cases[case] = " ".join(str(int(v)) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(lab))) if v > 0)
-    test = sorted(n[: -len("_0000.nii.gz")] for n in os.listdir(os.path.join(raw_dataset_folder, "imagesTs"))
+    test = sorted(case_name(n)[0] for n in os.listdir(os.path.join(raw_dataset_folder, "imagesTs"))
                   if n.endswith("_0000.nii.gz")) if os.path.isdir(os.path.join(raw_dataset_folder, "imagesTs")) else []
     out = {"training_cases": cases, "n_training_cases": len(cases)}
     if any(len(v.split()) > 1 or v not in ("", "1") for v in cases.values()):  # a vertebra dataset
