@@ -1,6 +1,6 @@
 """``vertkd_benchmark efficiency``: cost of the teacher, the student and nnU-Net's default planned network.
 
-What is measured (paper 000, Table 5 / Fig. 7), each network in a **fresh subprocess** so that peak memory
+What is measured (Serrador et al. 2024, Table 5 / Fig. 7), each network in a **fresh subprocess** so that peak memory
 belongs to that network alone:
 
 * parameters (``nnunet_vertkd.trainers.network.count_parameters``);
@@ -88,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "onnxruntime, or 'all' = the installed ones; default: torch; the last two CPU only)")
     p.add_argument("--scan-backend", default="torch",
                    help="backend of the iterative loop's network in the whole-scan rows (default: %(default)s, as "
-                        "the committed tables before issue 12; 'auto' = the fastest installed)")
+                        "the committed docs/efficiency_cpu.md; 'auto' = the fastest installed)")
     p.add_argument("--nnunet-backend", default="torch",
                    help="backend of nnU-Net's sliding window in the whole-scan rows (default: %(default)s, what a "
                         "lab runs)")

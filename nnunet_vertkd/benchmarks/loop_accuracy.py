@@ -1,4 +1,4 @@
-"""``vertkd_benchmark loop``: network calls against accuracy for a trained model (issue 12).
+"""``vertkd_benchmark loop``: network calls against accuracy for a trained model.
 
 For every scan (the real VerSe samples with a CT in ../shared/data/verse_sample, and ``--synthetic N`` new
 synthetic scans, seeds 900.., never trained on) and every combination of ``--centres`` (N_CONVERGENCE_CENTRES)
@@ -44,11 +44,12 @@ def loop_scans(args, work: Path) -> list:
     """(name, CT, mask) of the real samples (``--real``, unless ``--no-real``) and ``--synthetic`` whole spines."""
     from nnunet_vertkd.benchmarks.pipeline import real_sample_dir
     from nnunet_vertkd.benchmarks.scan_preparation import whole_spine_scan
+    from nnunet_vertkd.image_io import case_id
     scans = []
     root = str(real_sample_dir() or "")
     if not args.no_real and root:
         for ct in sorted(glob.glob(os.path.join(root, "*", "rawdata", "*", "*_ct.nii.gz"))):
-            case = os.path.basename(ct)[: -len("_ct.nii.gz")]
+            case = case_id(ct)
             masks = glob.glob(os.path.join(root, "*", "derivatives", case, "*_msk.nii.gz"))
             if masks and (not args.real or case in args.real):
                 scans.append((case, ct, masks[0]))

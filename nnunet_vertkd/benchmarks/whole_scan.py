@@ -1,4 +1,4 @@
-"""End-to-end whole-scan measurements for ``vertkd_benchmark efficiency`` (issue 12).
+"""End-to-end whole-scan measurements for ``vertkd_benchmark efficiency``.
 
 One child process per measurement runs the real ``VertKDPredictor.predict_from_files`` on one CT file: reading,
 checks, reorientation, nnU-Net preprocessing, the spine step (a spine model through ``nnUNetPredictor``, on the
@@ -44,6 +44,7 @@ def make_recipe_model_folder(root: Path, net: str, plans_file: str, spacing_mm: 
     from nnunet_vertkd.benchmarks.dataset_json import write_dataset_json
     from nnunet_vertkd.inference.model_loading import build_network, find_trainer_class
     from nnunet_vertkd.labels import nnunet_dataset_labels
+    from nnunet_vertkd.model_contract import CHECKPOINT_KEY
     from nnunet_vertkd.orientation import CANONICAL_ORIENTATION, left_right_axis, superior_axis
 
     trainer = RECIPE_TRAINERS[net]
@@ -63,9 +64,9 @@ def make_recipe_model_folder(root: Path, net: str, plans_file: str, spacing_mm: 
     s_axis, s_low = superior_axis(CANONICAL_ORIENTATION, pm.transpose_forward)
     ckpt = {"network_weights": network.state_dict(), "trainer_name": trainer,
             "init_args": {"configuration": "3d_fullres", "fold": "all"}, "inference_allowed_mirroring_axes": (2,),
-            "vertkd": {"role": "vertebrae", "patch_size": [int(patch)] * 3, "superior_axis": s_axis,
-                       "superior_at_low_index": s_low,
-                       "left_right_axis": left_right_axis(CANONICAL_ORIENTATION, pm.transpose_forward)}}
+            CHECKPOINT_KEY: {"role": "vertebrae", "patch_size": [int(patch)] * 3, "superior_axis": s_axis,
+                             "superior_at_low_index": s_low,
+                             "left_right_axis": left_right_axis(CANONICAL_ORIENTATION, pm.transpose_forward)}}
     torch.save(ckpt, folder / "fold_all" / "checkpoint_final.pth")
     return str(folder)
 
