@@ -4,7 +4,8 @@ For every VerSe mask given (default: the real samples of ``../shared/data/verse_
 whole-spine synthetic scans (C1-L5, a T13 and an L6 case, ``--synthetic N``), the loop runs with
 ``nnunet_vertkd.inference.oracle.OraclePredictor`` at each spacing (``--spacings``, with the 128 mm field of view
 of the paper), with both start signals (``gt``: the ground-truth union; ``coarse``: that union through a 4 mm
-grid, a perfect spine model) and both acceptance rules (``N_CONVERGENCE_CENTRES`` 3, the paper's, and 2). It
+grid, a perfect spine model) and three acceptance rules (``N_CONVERGENCE_CENTRES`` 3, the paper's; 2; 2 or a fragment complete in its patch,
+``ACCEPT_COMPLETE_FRAGMENT``). It
 prints one table row per run: vertebrae annotated, found in order or not, stop reason, network calls and calls
 per vertebra. No network runs: this measures the loop, in seconds.
 """
@@ -23,6 +24,8 @@ from nnunet_vertkd.inference.iterative import IterativeSettings
 from nnunet_vertkd.inference.oracle import labels_from_verse_mask, run_oracle
 
 SYNTHETIC_VARIANTS = ("normal", "T13", "L6")
+#: (N_CONVERGENCE_CENTRES, ACCEPT_COMPLETE_FRAGMENT): the paper's rule, two centres, two centres or a complete fragment
+ACCEPTANCE_RULES = ((3, False), (2, False), (2, True))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,11 +63,12 @@ def run(args) -> int:
         for spacing in args.spacings:
             labels = labels_from_verse_mask(mask, spacing)
             for start in ("gt", "coarse"):
-                for n in (3, 2):
-                    s = IterativeSettings(N_CONVERGENCE_CENTRES=n).scaled_to_spacing((spacing,) * 3)
+                for n, complete in ACCEPTANCE_RULES:
+                    s = IterativeSettings(N_CONVERGENCE_CENTRES=n, ACCEPT_COMPLETE_FRAGMENT=complete
+                                          ).scaled_to_spacing((spacing,) * 3)
                     r = run_oracle(labels, start, spacing_mm=spacing, settings=s)
                     failures += not r.found_all_in_order
-                    line = (f"| {name} | {spacing:g} | {start} | {n} | {len(r.labels_true)} | "
+                    line = (f"| {name} | {spacing:g} | {start} | {n}{' or complete' if complete else ''} | {len(r.labels_true)} | "
                             f"{'yes' if r.found_all_in_order else 'NO: ' + str(r.labels_found)} | "
                             f"{r.result.stop_reason} | {r.result.n_network_calls} | {r.calls_per_vertebra:.2f} |")
                     lines.append(line)
