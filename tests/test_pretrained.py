@@ -33,7 +33,7 @@ def test_shipped_files_are_small_and_hold_only_inference_keys():
 def test_shipped_student_loads_into_its_trainer_network():
     vertebra, _ = pretrained.model_folders()
     model = load_vertebra_model(vertebra, ("all",))
-    assert model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT"
+    assert model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT2"
     assert model.patch_size == (64, 64, 64)
     assert tuple(float(s) for s in model.configuration_manager.spacing) == (2.0, 2.0, 2.0)
     assert count_parameters(model.networks[0]) == 366155
@@ -55,12 +55,44 @@ def test_predict_without_model_arguments_uses_the_shipped_pair(tmp_path, capsys)
     mask = sitk.ReadImage(str(out / "crop012.nii.gz"))
     assert mask.GetSize() == crop.GetSize()
     record = json.load(open(out / "crop012_record.json", encoding="utf-8"))
-    assert record["spine_source"] != "heuristic" and record["trainer"] == "VertKDStudentTrainer_cpu2mm_realFT"
+    assert record["spine_source"] != "heuristic" and record["trainer"] == "VertKDStudentTrainer_cpu2mm_realFT2"
     assert record["n_vertebrae"] >= 1 and int(sitk.GetArrayFromImage(mask).max()) >= 1
     assert (out / "crop012_ctd.json").is_file()
 
 
 def test_python_api_uses_the_shipped_pair():
     predictor = pretrained.pretrained_predictor(device="cpu", use_mirroring=False, num_threads=1)
-    assert predictor.model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT"
+    assert predictor.model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT2"
     assert predictor.spine_model is not None
+
+
+def test_shipped_files_carry_no_machine_paths():
+    """Model cards and the checkpoints' plugin entries name files relative to nnUNet_results, never an absolute
+    path of the machine that trained them (pretrained.portable_paths)."""
+    import json
+    import os
+
+    import torch
+
+    from nnunet_vertkd import pretrained
+    from nnunet_vertkd.model_contract import CHECKPOINT_KEY
+
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    for folder in pretrained.model_folders():
+        with open(os.path.join(folder, "model_card.json"), encoding="utf-8") as f:
+            card = json.load(f)
+        ckpt = torch.load(os.path.join(folder, "fold_all", "checkpoint_final.pth"), map_location="cpu",
+                          weights_only=False)
+        found = [s for s in list(strings(card)) + list(strings(ckpt.get(CHECKPOINT_KEY))) if os.path.isabs(s)]
+        assert found == [], f"{folder}: {found}"
+    assert pretrained.portable_paths({"a": ["/x/y/Dataset601_V/T__p__c/fold_all/c.pth", "/x/y/z.json", "rel"]}) == \
+        {"a": ["$nnUNet_results/Dataset601_V/T__p__c/fold_all/c.pth", "z.json", "rel"]}

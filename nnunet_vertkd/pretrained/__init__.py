@@ -5,7 +5,7 @@ whose checkpoints hold only what prediction needs (network weights, trainer name
 and the plugin's ``vertkd`` entry; no optimizer state, no training log), plus ``model_card.json`` (what was
 trained, on which data, for how long, the command that reproduces it):
 
-    nnunet_vertkd/pretrained/student/   VertKDStudentTrainer_cpu2mm_realFT (8-16-32-64, 2 mm, 64^3 patches)
+    nnunet_vertkd/pretrained/student/   VertKDStudentTrainer_cpu2mm_realFT2 (8-16-32-64, 2 mm, 64^3 patches)
     nnunet_vertkd/pretrained/spine/     VertKDSpineTrainer_cpu4mm   (8-16-32-64, 4 mm)
 
 ``vertkd_predict -i IN -o OUT`` without model arguments uses them; from Python::
@@ -130,6 +130,23 @@ def training_run(model_folder: str, fold: str = FOLD) -> dict:
     return info
 
 
+def portable_paths(value):
+    """``value`` with every absolute path in it (nested dicts / lists) made machine-independent: the part from the
+    nnU-Net dataset folder (``DatasetNNN_Name/...``) on, as ``$nnUNet_results/DatasetNNN_Name/...``, else the
+    file name. Shipped files must not carry the paths of the machine that trained them."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_paths(v) for v in value)
+    if isinstance(value, str) and os.path.isabs(value):
+        parts = value.replace("\\", "/").split("/")
+        for i, part in enumerate(parts):
+            if part.startswith("Dataset") and "_" in part:
+                return "/".join(["$nnUNet_results"] + parts[i:])
+        return parts[-1]
+    return value
+
+
 def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name: str = CHECKPOINT,
                  card: Optional[dict] = None, raw_dataset_folder: Optional[str] = None) -> str:
     """Copy a trained nnU-Net model folder into ``dest`` with a slim checkpoint (``KEPT_KEYS`` only, as
@@ -138,7 +155,7 @@ def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name
     import torch
     src = os.path.join(model_folder, f"fold_{fold}", checkpoint_name)
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    slim = {k: ckpt[k] for k in KEPT_KEYS if k in ckpt}
+    slim = {k: portable_paths(ckpt[k]) for k in KEPT_KEYS if k in ckpt and k != "network_weights"}
     slim["network_weights"] = {k.replace("_orig_mod.", "", 1): v.detach().clone().contiguous()
                                for k, v in ckpt["network_weights"].items()}
     if os.path.isdir(dest):
@@ -164,7 +181,8 @@ def export_model(model_folder: str, dest: str, fold: str = FOLD, checkpoint_name
         info.update(training_data(raw_dataset_folder))
     info["configuration"] = (ckpt.get("init_args") or {}).get("configuration")
     info["parameters"] = int(sum(v.numel() for v in slim["network_weights"].values()))
-    info[CHECKPOINT_KEY] = ckpt.get(CHECKPOINT_KEY)
+    info[CHECKPOINT_KEY] = slim.get(CHECKPOINT_KEY)
+    info = portable_paths(info)
     with open(os.path.join(dest, "model_card.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1, default=str)
     return dest
