@@ -30,3 +30,12 @@ def nnunet_env(tmp_path):
     env.update({"nnUNet_compile": "false", "OMP_NUM_THREADS": "1",
                 "nnUNet_def_n_proc": "1"})
     return env
+
+
+@pytest.fixture
+def converter_dirs(tmp_path):
+    """Empty nnU-Net raw / preprocessed / results folders for the converter (keys raw, pre, res)."""
+    d = {k: tmp_path / k for k in ("raw", "pre", "res")}
+    for p in d.values():
+        p.mkdir()
+    return d

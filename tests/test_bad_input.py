@@ -14,9 +14,9 @@ import SimpleITK as sitk
 
 from helpers import stand_in_model as h
 from helpers.bad_files import fake_dicom, patch_nifti1_header, truncate
-from helpers.verse_files import lpi_arrays, tree_checksums, write_case
+from helpers.verse_files import convert_trees, lpi_arrays, tree_checksums, write_case
 from nnunet_vertkd.dataset_conversion import case_conversion, convert_verse as convert_module
-from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, convert_verse
+from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError
 from nnunet_vertkd.evaluation import cli as eval_cli
 from nnunet_vertkd.inference import cli as predict_cli
 from nnunet_vertkd.inference import outputs
@@ -213,26 +213,11 @@ def test_ctrl_c_in_the_predictor_exits_130_with_one_line(model, tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------------------------ converter
-@pytest.fixture
-def dirs(tmp_path):
-    d = {k: tmp_path / k for k in ("raw", "pre", "res")}
-    for p in d.values():
-        p.mkdir()
-    return d
+def dataset_files(converter_dirs):
+    return {str(p.relative_to(converter_dirs["raw"])): p.read_bytes() for p in sorted(converter_dirs["raw"].rglob("*")) if p.is_file()}
 
 
-def convert(roots, dirs, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("verbose", False)
-    return convert_verse([str(r) for r in roots], 501, nnunet_raw=str(dirs["raw"]),
-                         nnunet_preprocessed=str(dirs["pre"]), nnunet_results=str(dirs["res"]), **kw)
-
-
-def dataset_files(dirs):
-    return {str(p.relative_to(dirs["raw"])): p.read_bytes() for p in sorted(dirs["raw"].rglob("*")) if p.is_file()}
-
-
-def test_converter_refuses_impossible_geometry_and_single_slices(tmp_path, dirs):
+def test_converter_refuses_impossible_geometry_and_single_slices(tmp_path, converter_dirs):
     """Defect 2 (converter side) and defect 8 (a 1-slice CT was converted as a training case)."""
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")  # good
@@ -251,7 +236,7 @@ def test_converter_refuses_impossible_geometry_and_single_slices(tmp_path, dirs)
     p = write_case(root, "01_training", "sub-verse007")  # no qform/sform: converted with a warning
     for key in ("ct", "mask"):
         patch_nifti1_header(p[key], p[key], codes=(0, 0))
-    report = convert([root], dirs)
+    report = convert_trees([root], converter_dirs)
     skipped = {s["case"]: s["reason"] for s in report["skipped"]}
     assert sorted(skipped) == ["sub-verse002", "sub-verse003", "sub-verse004", "sub-verse005", "sub-verse006"]
     assert "pixdim" in skipped["sub-verse002"] and "pixdim" in skipped["sub-verse003"]
@@ -264,13 +249,13 @@ def test_converter_refuses_impossible_geometry_and_single_slices(tmp_path, dirs)
     assert warning and "assumed LPS" in warning[0] and "sub-verse007_ct.nii.gz" in warning[0]
 
 
-def test_failed_write_keeps_the_previous_case_and_dataset(tmp_path, dirs, monkeypatch):
+def test_failed_write_keeps_the_previous_case_and_dataset(tmp_path, converter_dirs, monkeypatch):
     """Defect 3: with a labelsTr that cannot be written, the previous imagesTr file was deleted as "stale"."""
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
     write_case(root, "01_training", "sub-verse002")
-    convert([root], dirs)
-    before = dataset_files(dirs)
+    convert_trees([root], converter_dirs)
+    before = dataset_files(converter_dirs)
     write_case(root, "01_training", "sub-verse002", labels=(20, 21))  # the scan changed: new files to write
     real = os.replace
 
@@ -281,41 +266,41 @@ def test_failed_write_keeps_the_previous_case_and_dataset(tmp_path, dirs, monkey
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(ConversionError, match="writing failed"):
-        convert([root], dirs, num_processes=1)
+        convert_trees([root], converter_dirs, num_processes=1)
     monkeypatch.setattr(os, "replace", real)
-    after = dataset_files(dirs)
+    after = dataset_files(converter_dirs)
     assert after == before  # every case as it was (old files, dataset.json, report); nothing removed
-    report = convert([root], dirs)  # and once the folder is writable again, the new version is converted
+    report = convert_trees([root], converter_dirs)  # and once the folder is writable again, the new version is converted
     assert {c["case"]: c["verse_labels"] for c in report["converted"]}["sub-verse002"] == [20, 21]
 
 
-def test_unwritable_dataset_folder_is_found_before_any_case(tmp_path, dirs, monkeypatch):
+def test_unwritable_dataset_folder_is_found_before_any_case(tmp_path, converter_dirs, monkeypatch):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
-    convert([root], dirs)
-    before = dataset_files(dirs)
+    convert_trees([root], converter_dirs)
+    before = dataset_files(converter_dirs)
     real = convert_module._writable
     monkeypatch.setattr(convert_module, "_writable", lambda f: False if f.endswith("labelsTr") else real(f))
     monkeypatch.setattr(convert_module, "convert_case", lambda job: pytest.fail("converted before the check"))
     with pytest.raises(ConversionError, match="cannot write to .*labelsTr"):
-        convert([root], dirs)
-    assert dataset_files(dirs) == before
+        convert_trees([root], converter_dirs)
+    assert dataset_files(converter_dirs) == before
 
 
 class _Killed(BaseException):
     """Stands for SIGKILL in the middle of a commit (nothing after it runs, no clean-up)."""
 
 
-def test_commit_killed_halfway_is_rolled_back_by_the_next_run(tmp_path, dirs, monkeypatch):
+def test_commit_killed_halfway_is_rolled_back_by_the_next_run(tmp_path, converter_dirs, monkeypatch):
     """A case's five files are moved into place one by one; a process killed in between (SIGKILL: no clean-up
     runs) leaves a journal; the next run puts the previous files back before anything else."""
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
-    convert([root], dirs)
-    first = dataset_files(dirs)
-    case_files = sorted(p for p in dirs["raw"].rglob("sub-verse001*") if p.is_file())
+    convert_trees([root], converter_dirs)
+    first = dataset_files(converter_dirs)
+    case_files = sorted(p for p in converter_dirs["raw"].rglob("sub-verse001*") if p.is_file())
     assert len(case_files) == 5
-    staging = dirs["raw"] / V / case_conversion.STAGING_FOLDER
+    staging = converter_dirs["raw"] / V / case_conversion.STAGING_FOLDER
     stager = case_conversion._Stager(str(staging))
     for final in case_files:  # a new version of every file, staged
         tmp = stager._tmp(str(final))
@@ -339,8 +324,8 @@ def test_commit_killed_halfway_is_rolled_back_by_the_next_run(tmp_path, dirs, mo
     contents = [p.read_bytes() if p.exists() else None for p in case_files]
     assert contents.count(b"new version") == 2  # the half-written case a SIGKILL leaves
     assert list(staging.glob("*" + case_conversion.JOURNAL_SUFFIX))
-    assert convert([root], dirs)["counts"]["converted"] == 1  # the next run
-    assert dataset_files(dirs) == first and not staging.exists()
+    assert convert_trees([root], converter_dirs)["counts"]["converted"] == 1  # the next run
+    assert dataset_files(converter_dirs) == first and not staging.exists()
     # and the roll-back itself restores the previous files, whatever the next run then writes
     stager = case_conversion._Stager(str(staging))
     for final in case_files:
@@ -354,7 +339,7 @@ def test_commit_killed_halfway_is_rolled_back_by_the_next_run(tmp_path, dirs, mo
         stager.commit()
     monkeypatch.setattr(os, "replace", real)
     assert case_conversion.recover_interrupted_commits(str(staging))
-    assert [p.read_bytes() for p in case_files] == [first[str(p.relative_to(dirs["raw"]))] for p in case_files]
+    assert [p.read_bytes() for p in case_files] == [first[str(p.relative_to(converter_dirs["raw"]))] for p in case_files]
 
 
 # ------------------------------------------------------------------------------------------------ evaluator

@@ -9,27 +9,12 @@ import SimpleITK as sitk
 
 from nnunet_vertkd.centroids import centroids_from_mask, read_centroids
 from nnunet_vertkd.dataset_conversion import case_conversion
-from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, convert_verse, main
+from nnunet_vertkd.dataset_conversion.convert_verse import ConversionError, main
 from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET, nnunet_dataset_labels
 from nnunet_vertkd.orientation import orientation_of
-from helpers.verse_files import lpi_arrays, tree_checksums, write_case
+from helpers.verse_files import convert_trees, lpi_arrays, tree_checksums, write_case
 
 V, S = "Dataset501_VerSeVertebrae", "Dataset502_VerSeSpine"
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    d = {k: tmp_path / k for k in ("raw", "pre", "res")}
-    for p in d.values():
-        p.mkdir()
-    return d
-
-
-def run(roots, dirs, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("verbose", False)
-    return convert_verse([str(r) for r in roots], 501, nnunet_raw=str(dirs["raw"]),
-                         nnunet_preprocessed=str(dirs["pre"]), nnunet_results=str(dirs["res"]), **kw)
 
 
 def read(path):
@@ -55,7 +40,7 @@ def verify(folder, fork=True):
 
 
 # ------------------------------------------------------------------ orientation + labels, voxel by voxel
-def test_pir_case_becomes_expected_lpi_arrays_voxel_by_voxel(tmp_path, dirs):
+def test_pir_case_becomes_expected_lpi_arrays_voxel_by_voxel(tmp_path, converter_dirs):
     """Hand-built PIR image: i -> posterior, j -> inferior, k -> right (directions set by hand)."""
     nk, nj, ni = 4, 5, 6  # PIR array [k=R-axis, j=I-axis, i=P-axis]
     ct_pir = (np.arange(nk * nj * ni).reshape(nk, nj, ni) * 7 - 500).astype(np.int16)
@@ -78,11 +63,11 @@ def test_pir_case_becomes_expected_lpi_arrays_voxel_by_voxel(tmp_path, dirs):
     (root / "derivatives" / "sub-verse900").mkdir(parents=True)
     sitk.WriteImage(imgs["ct"], str(root / "rawdata/sub-verse900/sub-verse900_ct.nii.gz"))
     sitk.WriteImage(imgs["mask"], str(root / "derivatives/sub-verse900/sub-verse900_seg-vert_msk.nii.gz"))
-    report = run([tmp_path / "in"], dirs)
+    report = convert_trees([tmp_path / "in"], converter_dirs)
     assert report["counts"]["converted"] == 1
 
-    out_ct_img, out_ct = read(dirs["raw"] / V / "imagesTr" / "sub-verse900_0000.nii.gz")
-    out_mask_img, out_mask = read(dirs["raw"] / V / "labelsTr" / "sub-verse900.nii.gz")
+    out_ct_img, out_ct = read(converter_dirs["raw"] / V / "imagesTr" / "sub-verse900_0000.nii.gz")
+    out_mask_img, out_mask = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse900.nii.gz")
     assert orientation_of(out_ct_img) == "LPI" and out_ct_img.GetSpacing() == (1.0, 1.0, 1.0)
     # LPI array [k', j', i']: k' runs to I (= PIR j), j' runs to P (= PIR i), i' runs to L (= PIR k reversed)
     expected_ct = np.flip(ct_pir.transpose(1, 2, 0), axis=2)
@@ -97,7 +82,7 @@ def test_pir_case_becomes_expected_lpi_arrays_voxel_by_voxel(tmp_path, dirs):
     np.testing.assert_allclose(out_ct_img.TransformIndexToPhysicalPoint((0, 0, 0)),
                                imgs["ct"].TransformIndexToPhysicalPoint((0, 0, nk - 1)), atol=1e-6)
     # spine dataset: LPI at 4 mm, label = union
-    sp_img, sp = read(dirs["raw"] / S / "labelsTr" / "sub-verse900.nii.gz")
+    sp_img, sp = read(converter_dirs["raw"] / S / "labelsTr" / "sub-verse900.nii.gz")
     assert orientation_of(sp_img) == "LPI" and sp_img.GetSpacing() == (4.0, 4.0, 4.0)
     assert set(np.unique(sp)) <= {0, 1}
 
@@ -124,19 +109,19 @@ def _variant_tree(tmp_path):
     return r1, r2
 
 
-def test_naming_variants_splits_and_integrity(tmp_path, dirs):
+def test_naming_variants_splits_and_integrity(tmp_path, converter_dirs):
     r1, r2 = _variant_tree(tmp_path)
     before = tree_checksums(tmp_path / "verse20")
-    report = run([r1, r2], dirs)
+    report = convert_trees([r1, r2], converter_dirs)
     assert tree_checksums(tmp_path / "verse20") == before  # inputs untouched
     assert report["counts"] == {"training": 4, "validation": 3, "test": 1, "converted": 8, "skipped": 0}
-    tr = sorted(p.name for p in (dirs["raw"] / V / "imagesTr").iterdir())
+    tr = sorted(p.name for p in (converter_dirs["raw"] / V / "imagesTr").iterdir())
     assert tr == ["sub-verse401_split-verse201_0000.nii.gz", "sub-verse401_split-verse202_0000.nii.gz",
                   "sub-verse402_0000.nii.gz", "sub-verse403_0000.nii.gz", "sub-verse500_dir-ax_0000.nii.gz",
                   "sub-verse501_dir-sag_0000.nii.gz", "verse004_0000.nii.gz"]
-    assert sorted(p.name for p in (dirs["raw"] / V / "labelsTs").iterdir()) == ["sub-verse600.nii.gz",
+    assert sorted(p.name for p in (converter_dirs["raw"] / V / "labelsTs").iterdir()) == ["sub-verse600.nii.gz",
                                                                                   "sub-verse600_ctd.json"]
-    assert (dirs["raw"] / S / "imagesTs" / "sub-verse600_0000.nii.gz").is_file()
+    assert (converter_dirs["raw"] / S / "imagesTs" / "sub-verse600_0000.nii.gz").is_file()
     conv = {c["case"]: c for c in report["converted"]}
     assert conv["sub-verse500_dir-ax"]["inputs"]["ct"].startswith(str(r1))
     assert any("duplicate" in w for w in conv["sub-verse500_dir-ax"]["warnings"])
@@ -144,23 +129,23 @@ def test_naming_variants_splits_and_integrity(tmp_path, dirs):
     assert conv["verse004"]["centroids_source"] == "json"
     assert conv["sub-verse401_split-verse202"]["centroids_source"] == "mask"
     # every image is LPI at 1 mm (the 1x1x2 mm case resampled: 30 slices of 2 mm -> 60 of 1 mm)
-    img, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse401_split-verse201.nii.gz")
+    img, arr = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse401_split-verse201.nii.gz")
     assert orientation_of(img) == "LPI" and img.GetSpacing() == (1.0, 1.0, 1.0) and arr.shape == (60, 24, 20)
-    _, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse403.nii.gz")
+    _, arr = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse403.nii.gz")
     _, lpi_mask = lpi_arrays((19, 28, 20))
     np.testing.assert_array_equal(arr, np.vectorize(lambda v: VERSE_TO_NNUNET.get(int(v), 0))(lpi_mask))
 
-    vj = json.loads((dirs["raw"] / V / "dataset.json").read_text())
+    vj = json.loads((converter_dirs["raw"] / V / "dataset.json").read_text())
     assert vj["channel_names"] == {"0": "CT"} and vj["labels"] == nnunet_dataset_labels()
     assert vj["numTraining"] == 7 and vj["file_ending"] == ".nii.gz"
     assert vj["vertkd"]["kind"] == "vertebrae" and vj["vertkd"]["orientation"] == "LPI"
     assert vj["vertkd"]["spine_dataset_id"] == 502 and vj["vertkd"]["nnunet_to_verse"]["20"] == 28
-    sj = json.loads((dirs["raw"] / S / "dataset.json").read_text())
+    sj = json.loads((converter_dirs["raw"] / S / "dataset.json").read_text())
     assert sj["labels"] == {"background": 0, "spine": 1} and sj["vertkd"]["spacing_mm"] == 4.0
     assert sj["vertkd"]["vertebra_dataset_id"] == 501
 
-    splits = json.loads((dirs["pre"] / V / "splits_final.json").read_text())
-    assert splits == json.loads((dirs["pre"] / S / "splits_final.json").read_text())
+    splits = json.loads((converter_dirs["pre"] / V / "splits_final.json").read_text())
+    assert splits == json.loads((converter_dirs["pre"] / S / "splits_final.json").read_text())
     assert len(splits) == 5
     assert splits[0]["val"] == ["sub-verse500_dir-ax", "sub-verse501_dir-sag", "verse004"]
     assert "sub-verse600" not in sum((f["train"] + f["val"] for f in splits), [])
@@ -172,12 +157,12 @@ def test_naming_variants_splits_and_integrity(tmp_path, dirs):
     for fold in splits[1:]:
         assert ("sub-verse401_split-verse201" in fold["val"]) == ("sub-verse401_split-verse202" in fold["val"])
 
-    verify(dirs["raw"] / V)
-    verify(dirs["raw"] / S)
+    verify(converter_dirs["raw"] / V)
+    verify(converter_dirs["raw"] / S)
 
 
 # ------------------------------------------------------------------------------------------ bad input
-def test_bad_inputs_are_reported_and_the_rest_converted(tmp_path, dirs):
+def test_bad_inputs_are_reported_and_the_rest_converted(tmp_path, converter_dirs):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")                          # good
     write_case(root, "01_training", "sub-verse002", write_mask=False)        # CT without mask
@@ -206,7 +191,7 @@ def test_bad_inputs_are_reported_and_the_rest_converted(tmp_path, dirs):
     pc["ctd"].write_text("{not json")
     before = tree_checksums(root)
 
-    report = run([root], dirs)
+    report = convert_trees([root], converter_dirs)
     assert tree_checksums(root) == before
     skipped = {s["case"]: s for s in report["skipped"]}
     assert sorted(skipped) == ["sub-verse002", "sub-verse003", "sub-verse004", "sub-verse005", "sub-verse006",
@@ -225,19 +210,19 @@ def test_bad_inputs_are_reported_and_the_rest_converted(tmp_path, dirs):
     assert sorted(conv) == ["sub-verse001", "sub-verse010", "sub-verse011", "sub-verse012"]
     assert conv["sub-verse010"]["verse_labels"] == [20, 21]
     assert any("26" in w and "background" in w for w in conv["sub-verse010"]["warnings"])
-    _, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse011.nii.gz")
+    _, arr = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse011.nii.gz")
     assert arr.dtype == np.uint8 and sorted(np.unique(arr)) == [0, 21, 22, 23]
     assert conv["sub-verse012"]["centroids_source"] == "mask"
     assert any("centroid" in w for w in conv["sub-verse012"]["warnings"])
     # nothing of a skipped case was written, no staging leftovers
-    written = {p.name for p in (dirs["raw"] / V).rglob("*")} | {p.name for p in (dirs["raw"] / S).rglob("*")}
+    written = {p.name for p in (converter_dirs["raw"] / V).rglob("*")} | {p.name for p in (converter_dirs["raw"] / S).rglob("*")}
     assert not any(name.startswith(tuple(skipped)) for name in written)
-    assert not (dirs["raw"] / V / case_conversion.STAGING_FOLDER).exists()
-    assert json.loads((dirs["raw"] / V / "conversion_report.json").read_text()) == report
-    verify(dirs["raw"] / V)
+    assert not (converter_dirs["raw"] / V / case_conversion.STAGING_FOLDER).exists()
+    assert json.loads((converter_dirs["raw"] / V / "conversion_report.json").read_text()) == report
+    verify(converter_dirs["raw"] / V)
 
 
-def test_interrupted_case_leaves_nothing_half_written(tmp_path, dirs, monkeypatch):
+def test_interrupted_case_leaves_nothing_half_written(tmp_path, converter_dirs, monkeypatch):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
     write_case(root, "01_training", "sub-verse002")
@@ -251,49 +236,49 @@ def test_interrupted_case_leaves_nothing_half_written(tmp_path, dirs, monkeypatc
         return real(self, image, final)
 
     monkeypatch.setattr(case_conversion._Stager, "image", failing)
-    report = run([root], dirs)
+    report = convert_trees([root], converter_dirs)
     assert [c["case"] for c in report["converted"]] == ["sub-verse001"]
     assert "disk full" in report["skipped"][0]["reason"]
-    names = [p.name for p in (dirs["raw"]).rglob("*") if p.is_file()]
+    names = [p.name for p in (converter_dirs["raw"]).rglob("*") if p.is_file()]
     assert not any("sub-verse002" in n for n in names)
     monkeypatch.setattr(case_conversion._Stager, "image", real)
     # leftovers of a killed run in the staging folder are removed by the next run
-    staging = dirs["raw"] / V / case_conversion.STAGING_FOLDER
+    staging = converter_dirs["raw"] / V / case_conversion.STAGING_FOLDER
     staging.mkdir()
     (staging / "abc_sub-verse002.nii.gz").write_bytes(b"partial")
-    report = run([root], dirs)
+    report = convert_trees([root], converter_dirs)
     assert report["counts"]["converted"] == 2 and not staging.exists()
 
 
 # ------------------------------------------------------------------------------------------- centroids
 @pytest.mark.parametrize("orientation, ctd", [("PIR", "json"), ("RAS", "json"), ("PIR", "nodir"), ("LPS", None)])
-def test_centroids_carried_into_written_grid(tmp_path, dirs, orientation, ctd):
+def test_centroids_carried_into_written_grid(tmp_path, converter_dirs, orientation, ctd):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001", orientation=orientation, spacing=(1.0, 1.0, 2.0), ctd=ctd,
                labels=(19, 28, 20))
-    report = run([root], dirs)
+    report = convert_trees([root], converter_dirs)
     assert report["converted"][0]["centroids_source"] == ("mask" if ctd is None else "json")
-    direction, cents = read_centroids(str(dirs["raw"] / V / "labelsTr" / "sub-verse001_ctd.json"))
+    direction, cents = read_centroids(str(converter_dirs["raw"] / V / "labelsTr" / "sub-verse001_ctd.json"))
     assert direction == ["L", "P", "I"]
     assert sorted(cents) == [19, 20, 28]  # VerSe labels; the NaN entry of label 7 is dropped
-    _, out = read(dirs["raw"] / V / "labelsTr" / "sub-verse001.nii.gz")
+    _, out = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse001.nii.gz")
     com = centroids_from_mask(out)
     for verse_label, xyz in cents.items():
         # 2 mm -> 1 mm nearest neighbour shifts the mask's centre of mass by at most half a source voxel
         np.testing.assert_allclose(xyz, com[VERSE_TO_NNUNET[verse_label]], atol=0.6)
 
 
-def test_real_verse004_centroids_match_its_mask(tmp_path, dirs, verse_sample_dir):
+def test_real_verse004_centroids_match_its_mask(tmp_path, converter_dirs, verse_sample_dir):
     """The real PIR JSON of sub-verse004, carried into LPI, lands on the mask's centres (mask used as CT)."""
     der = verse_sample_dir / "dataset-verse19training" / "derivatives" / "sub-verse004"
     root = tmp_path / "in" / "dataset-verse19training"
     (root / "rawdata" / "sub-verse004").mkdir(parents=True)
     shutil.copytree(der, root / "derivatives" / "sub-verse004")
     shutil.copy(der / "sub-verse004_seg-vert_msk.nii.gz", root / "rawdata/sub-verse004/sub-verse004_ct.nii.gz")
-    report = run([tmp_path / "in"], dirs)
+    report = convert_trees([tmp_path / "in"], converter_dirs)
     assert report["converted"][0]["centroids_source"] == "json"
-    _, cents = read_centroids(str(dirs["raw"] / V / "labelsTr" / "sub-verse004_ctd.json"))
-    _, out = read(dirs["raw"] / V / "labelsTr" / "sub-verse004.nii.gz")
+    _, cents = read_centroids(str(converter_dirs["raw"] / V / "labelsTr" / "sub-verse004_ctd.json"))
+    _, out = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse004.nii.gz")
     com = centroids_from_mask(out)
     assert sorted(cents) == list(range(16, 25))
     for verse_label, xyz in cents.items():
@@ -308,50 +293,50 @@ def _snapshot(folder: Path):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_rerun_is_identical_and_removes_stale_cases(tmp_path, dirs):
+def test_rerun_is_identical_and_removes_stale_cases(tmp_path, converter_dirs):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
     write_case(root, "02_validation", "sub-verse002", orientation="RAS")
-    first = run([root], dirs)
-    snap = _snapshot(dirs["raw"]), _snapshot(dirs["pre"])
-    second = run([root], dirs, num_processes=2)
-    assert second == first and (_snapshot(dirs["raw"]), _snapshot(dirs["pre"])) == snap
+    first = convert_trees([root], converter_dirs)
+    snap = _snapshot(converter_dirs["raw"]), _snapshot(converter_dirs["pre"])
+    second = convert_trees([root], converter_dirs, num_processes=2)
+    assert second == first and (_snapshot(converter_dirs["raw"]), _snapshot(converter_dirs["pre"])) == snap
     # a case that disappears from the input disappears from the output on the next run
     shutil.rmtree(root / "02_validation")
-    third = run([root], dirs)
+    third = convert_trees([root], converter_dirs)
     assert [c["case"] for c in third["converted"]] == ["sub-verse001"]
-    assert not list((dirs["raw"] / V).rglob("sub-verse002*"))
+    assert not list((converter_dirs["raw"] / V).rglob("sub-verse002*"))
     assert third["removed_stale_files"]
 
 
-def test_dataset_id_conflict(tmp_path, dirs):
+def test_dataset_id_conflict(tmp_path, converter_dirs):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
-    (dirs["raw"] / "Dataset501_Other").mkdir()
+    (converter_dirs["raw"] / "Dataset501_Other").mkdir()
     with pytest.raises(ConversionError, match="Dataset501_Other"):
-        run([root], dirs)
-    (dirs["pre"] / "Dataset502_Else").mkdir()
-    run([root], dirs, overwrite=True)
-    assert not (dirs["raw"] / "Dataset501_Other").exists() and not (dirs["pre"] / "Dataset502_Else").exists()
-    (dirs["res"] / "Dataset501_Trained").mkdir()
+        convert_trees([root], converter_dirs)
+    (converter_dirs["pre"] / "Dataset502_Else").mkdir()
+    convert_trees([root], converter_dirs, overwrite=True)
+    assert not (converter_dirs["raw"] / "Dataset501_Other").exists() and not (converter_dirs["pre"] / "Dataset502_Else").exists()
+    (converter_dirs["res"] / "Dataset501_Trained").mkdir()
     with pytest.raises(ConversionError, match="never deletes results"):
-        run([root], dirs, overwrite=True)
+        convert_trees([root], converter_dirs, overwrite=True)
 
 
-def test_cli(tmp_path, dirs, monkeypatch, capsys):
+def test_cli(tmp_path, converter_dirs, monkeypatch, capsys):
     root = tmp_path / "in"
     write_case(root, "01_training", "sub-verse001")
     write_case(root, "01_training", "sub-verse003", write_ct=False)
     monkeypatch.delenv("nnUNet_raw", raising=False)
     assert main([str(root), "-d", "501"]) == 2  # bad input: command_line.INPUT_ERROR_EXIT
     assert capsys.readouterr().err.startswith("vertkd_convert_verse: error: nnUNet_raw is not set")
-    monkeypatch.setenv("nnUNet_raw", str(dirs["raw"]))
-    monkeypatch.setenv("nnUNet_preprocessed", str(dirs["pre"]))
-    monkeypatch.setenv("nnUNet_results", str(dirs["res"]))
+    monkeypatch.setenv("nnUNet_raw", str(converter_dirs["raw"]))
+    monkeypatch.setenv("nnUNet_preprocessed", str(converter_dirs["pre"]))
+    monkeypatch.setenv("nnUNet_results", str(converter_dirs["res"]))
     assert main([str(root), "-d", "501", "--spine-id", "600", "-np", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Converted 1 case(s)" in out and "SKIPPED sub-verse003: mask without CT" in out
-    assert (dirs["raw"] / "Dataset600_VerSeSpine" / "dataset.json").is_file()
+    assert (converter_dirs["raw"] / "Dataset600_VerSeSpine" / "dataset.json").is_file()
     assert main([str(tmp_path / "missing"), "-d", "501", "--spine-id", "600"]) == 2
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
@@ -360,9 +345,9 @@ def test_cli(tmp_path, dirs, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------------------------------ real samples
-def test_real_samples(tmp_path, dirs, verse_sample_dir, capsys):
+def test_real_samples(tmp_path, converter_dirs, verse_sample_dir, capsys):
     before = tree_checksums(verse_sample_dir)
-    report = run([verse_sample_dir], dirs, verbose=True)
+    report = convert_trees([verse_sample_dir], converter_dirs, verbose=True)
     assert tree_checksums(verse_sample_dir) == before
     out = capsys.readouterr().out
     assert "SKIPPED sub-verse004: mask without CT" in out
@@ -375,26 +360,26 @@ def test_real_samples(tmp_path, dirs, verse_sample_dir, capsys):
     assert conv["sub-verse012"]["verse_labels"] == [17, 18, 19, 20, 21, 22]
     assert conv["sub-verse014"]["verse_labels"] == [20, 21, 22, 23, 24]
     # 012 comes from the VerSe'19 test folder: it lands in the test side of the dataset, never in training
-    assert (dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz").is_file()
-    assert not (dirs["raw"] / V / "labelsTr" / "sub-verse012.nii.gz").exists()
-    assert (dirs["raw"] / V / "labelsTr" / "sub-verse014.nii.gz").is_file()
-    img012, arr012 = read(dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz")
+    assert (converter_dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz").is_file()
+    assert not (converter_dirs["raw"] / V / "labelsTr" / "sub-verse012.nii.gz").exists()
+    assert (converter_dirs["raw"] / V / "labelsTr" / "sub-verse014.nii.gz").is_file()
+    img012, arr012 = read(converter_dirs["raw"] / V / "labelsTs" / "sub-verse012.nii.gz")
     assert orientation_of(img012) == "LPI" and img012.GetSpacing() == (1.0, 1.0, 1.0)
     assert conv["sub-verse012"]["split"] == "test" and conv["sub-verse014"]["split"] != "test"
     assert conv["sub-verse012"]["centroids_source"] == "json"  # it has an annotated _ctd.json
     for case, shape in (("sub-verse005", (180, 103, 106)), ("sub-verse006", (86, 100, 111))):
-        img, arr = read(dirs["raw"] / V / "labelsTr" / f"{case}.nii.gz")
+        img, arr = read(converter_dirs["raw"] / V / "labelsTr" / f"{case}.nii.gz")
         assert orientation_of(img) == "LPI" and img.GetSpacing() == (1.0, 1.0, 1.0)
         assert arr.shape == shape
         assert conv[case]["centroids_source"] == "mask"
-        cimg, _ = read(dirs["raw"] / V / "imagesTr" / f"{case}_0000.nii.gz")
+        cimg, _ = read(converter_dirs["raw"] / V / "imagesTr" / f"{case}_0000.nii.gz")
         assert cimg.GetSize() == img.GetSize() and np.allclose(cimg.GetOrigin(), img.GetOrigin())
     # 005 is 1 mm PIR: conversion is a pure reorientation, so labels match voxel by voxel
     src = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(
         verse_sample_dir / "dataset-verse19training/derivatives/sub-verse005/sub-verse005_seg-vert_msk.nii.gz")), "LPI"))
-    _, arr = read(dirs["raw"] / V / "labelsTr" / "sub-verse005.nii.gz")
+    _, arr = read(converter_dirs["raw"] / V / "labelsTr" / "sub-verse005.nii.gz")
     np.testing.assert_array_equal(arr, np.vectorize(lambda v: VERSE_TO_NNUNET.get(int(v), 0))(src))
-    verify(dirs["raw"] / V)  # the spawn-pool original runs in tests/test_convert_verse_e2e.py
+    verify(converter_dirs["raw"] / V)  # the spawn-pool original runs in tests/test_convert_verse_e2e.py
 
 
 # ------------------------------------------------------------------------------------------ dataset.json

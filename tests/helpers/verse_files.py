@@ -84,3 +84,13 @@ def tree_checksums(root: Path) -> Dict[str, Tuple[int, float, bytes]]:
             st = os.stat(p)
             out[p] = (st.st_size, st.st_mtime, open(p, "rb").read())
     return out
+
+
+def convert_trees(roots, dirs: Dict[str, Path], dataset_id: int = 501, **kw):
+    """``convert_verse`` of ``roots`` into the raw/preprocessed/results folders of the ``converter_dirs`` fixture,
+    quietly unless the caller asks otherwise."""
+    from nnunet_vertkd.dataset_conversion.convert_verse import convert_verse
+    kw.setdefault("progress", False)
+    kw.setdefault("verbose", False)
+    return convert_verse([str(r) for r in roots], dataset_id, nnunet_raw=str(dirs["raw"]),
+                         nnunet_preprocessed=str(dirs["pre"]), nnunet_results=str(dirs["res"]), **kw)
