@@ -39,3 +39,16 @@ def converter_dirs(tmp_path):
     for p in d.values():
         p.mkdir()
     return d
+
+
+@pytest.fixture
+def standin_model(tmp_path, monkeypatch):
+    """The stand-in vertebra model (tests/helpers/stand_in_model.py) in a private nnU-Net environment; returns its
+    model folder (for ``vertkd_predict -m``)."""
+    from helpers import stand_in_model as h
+    h.set_env(monkeypatch, tmp_path / "ext")
+    results = tmp_path / "results"
+    folder = h.make_standin_vertebra_model(results, tmp_path / "ext")
+    for name, sub in (("nnUNet_results", "results"), ("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "pre")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    return folder

@@ -26,15 +26,6 @@ V, S = "Dataset501_VerSeVertebrae", "Dataset502_VerSeSpine"
 
 
 # ------------------------------------------------------------------------------------------------ predictor
-@pytest.fixture
-def model(tmp_path, monkeypatch):
-    h.set_env(monkeypatch, tmp_path / "ext")
-    results = tmp_path / "results"
-    folder = h.make_standin_vertebra_model(results, tmp_path / "ext")
-    monkeypatch.setenv("nnUNet_results", str(results))
-    return folder
-
-
 def predict(args):
     return predict_cli.main([*args, "-device", "cpu", "-npp", "1"])
 
@@ -54,13 +45,13 @@ def failed_line(printed, case):
     return lines[0]
 
 
-def test_predictor_refuses_truncated_nifti(model, tmp_path, capsys):
+def test_predictor_refuses_truncated_nifti(standin_model, tmp_path, capsys):
     """Defect 1: SimpleITK reads the first 60 % of a .nii.gz without complaint (zero-filled voxels)."""
     ct, _ = h.phantom()
     good = write(ct, tmp_path / "good.nii.gz")
     cut = truncate(good, tmp_path / "cut.nii.gz", 0.6)
     out = tmp_path / "out"
-    assert predict(["-i", cut, good, "-o", str(out), "-m", model]) == 1
+    assert predict(["-i", cut, good, "-o", str(out), "-m", standin_model]) == 1
     printed = capsys.readouterr().out
     assert "truncated" in failed_line(printed, "cut")
     assert outputs_of(out, "cut") == [] and outputs_of(out, "good")
@@ -71,13 +62,13 @@ def test_predictor_refuses_truncated_nifti(model, tmp_path, capsys):
     ("negative_pixdim", {"pixdim": (1.0, 1.0, -1.0)}, "pixdim"),
     ("singular_sform", {"srow": [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, -1, 0]]}, "singular"),
 ])
-def test_predictor_refuses_impossible_header_geometry(model, tmp_path, capsys, name, header, words):
+def test_predictor_refuses_impossible_header_geometry(standin_model, tmp_path, capsys, name, header, words):
     """Defect 2: ITK reads pixdim 0 as 1 mm, mirrors a negative pixdim and ignores a singular sform."""
     ct, _ = h.phantom(n_blocks=2)
     src = write(ct, tmp_path / "src.nii")
     bad = patch_nifti1_header(src, tmp_path / f"{name}.nii.gz", **header)
     out = tmp_path / "out"
-    assert predict(["-i", bad, "-o", str(out), "-m", model]) == 1
+    assert predict(["-i", bad, "-o", str(out), "-m", standin_model]) == 1
     assert words in failed_line(capsys.readouterr().out, name)
     assert outputs_of(out, name) == []
 
@@ -97,19 +88,19 @@ def test_absurd_spacing_and_non_orthonormal_direction_refused_in_memory():
         check_image(img, "x")
 
 
-def test_predictor_warns_about_missing_qform_sform_and_names_the_orientation(model, tmp_path):
+def test_predictor_warns_about_missing_qform_sform_and_names_the_orientation(standin_model, tmp_path):
     ct, _ = h.phantom(n_blocks=2)
     src = write(ct, tmp_path / "src.nii")
     bad = patch_nifti1_header(src, tmp_path / "noorient.nii.gz", codes=(0, 0))
     out = tmp_path / "out"
-    assert predict(["-i", bad, "-o", str(out), "-m", model]) == 0
+    assert predict(["-i", bad, "-o", str(out), "-m", standin_model]) == 0
     record = json.loads((out / "noorient_record.json").read_text())
     warning = [w for w in record["input_warnings"] if "qform" in w]
     assert warning and f"assumed {record['input_orientation']}" in warning[0]
 
 
 @pytest.mark.parametrize("content, words", [("empty", "the folder is empty"), ("dicom", "3 DICOM file(s)")])
-def test_empty_or_dicom_folder_is_an_error(model, tmp_path, content, words, monkeypatch, capsys):
+def test_empty_or_dicom_folder_is_an_error(standin_model, tmp_path, content, words, monkeypatch, capsys):
     """Defect 5: exit 0 with '0 case(s)' before. Now an error before the model is even loaded."""
     inp = tmp_path / "in"
     inp.mkdir()
@@ -118,14 +109,14 @@ def test_empty_or_dicom_folder_is_an_error(model, tmp_path, content, words, monk
             fake_dicom(inp / f"IM{i:04d}.dcm")
     monkeypatch.setattr("nnunet_vertkd.inference.predictor.VertKDPredictor.initialize_from_trained_model_folder",
                         lambda *a, **k: pytest.fail("the model was loaded before the input was checked"))
-    assert predict(["-i", str(inp), "-o", str(tmp_path / "out"), "-m", model]) == 2
+    assert predict(["-i", str(inp), "-o", str(tmp_path / "out"), "-m", standin_model]) == 2
     err = capsys.readouterr().err
     assert "vertkd_predict: error: " in err and words in err
     if content == "dicom":
         assert "dcm2niix" in err
 
 
-def test_output_folder_problems_are_found_before_any_work(model, tmp_path, monkeypatch, capsys):
+def test_output_folder_problems_are_found_before_any_work(standin_model, tmp_path, monkeypatch, capsys):
     """Defect 7: -o pointing at a file, an uncreatable or read-only folder: a message, no traceback, no case
     computed first."""
     ct, _ = h.phantom(n_blocks=2)
@@ -135,18 +126,18 @@ def test_output_folder_problems_are_found_before_any_work(model, tmp_path, monke
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     for out, words in ((a_file, "is a file"), (a_file / "sub", "cannot create")):
-        assert predict(["-i", inp, "-o", str(out), "-m", model]) == 2 and words in capsys.readouterr().err
+        assert predict(["-i", inp, "-o", str(out), "-m", standin_model]) == 2 and words in capsys.readouterr().err
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     real = outputs._writable  # the tests run as root, for whom chmod 555 changes nothing: simulate it
     monkeypatch.setattr(outputs, "_writable", lambda folder: False if str(readonly) in str(folder) else real(folder))
     for out in (readonly, readonly / "new"):
-        assert predict(["-i", inp, "-o", str(out), "-m", model]) == 2
+        assert predict(["-i", inp, "-o", str(out), "-m", standin_model]) == 2
         assert "permission denied" in capsys.readouterr().err
     assert list(readonly.iterdir()) == []
 
 
-def test_corrupt_spine_checkpoint_is_named(model, tmp_path, capsys):
+def test_corrupt_spine_checkpoint_is_named(standin_model, tmp_path, capsys):
     """Defect 7: UnpicklingError traceback before, without the file name."""
     ct, _ = h.phantom(n_blocks=2)
     inp = write(ct, tmp_path / "a.nii.gz")
@@ -154,12 +145,12 @@ def test_corrupt_spine_checkpoint_is_named(model, tmp_path, capsys):
     checkpoint = os.path.join(spine, "fold_all", "checkpoint_final.pth")
     with open(checkpoint, "wb") as f:
         f.write(b"not a checkpoint at all")
-    assert predict(["-i", inp, "-o", str(tmp_path / "out"), "-m", model, "--spine-m", spine]) == 2
+    assert predict(["-i", inp, "-o", str(tmp_path / "out"), "-m", standin_model, "--spine-m", spine]) == 2
     err = capsys.readouterr().err
     assert checkpoint in err and "spine" in err
 
 
-def test_stale_temporaries_of_killed_runs_are_removed(model, tmp_path):
+def test_stale_temporaries_of_killed_runs_are_removed(standin_model, tmp_path):
     """Defect 8: hidden .tmp files of a killed prediction stayed forever. Those of a live process (another
     part of the same run) are kept."""
     ct, _ = h.phantom(n_blocks=2)
@@ -173,7 +164,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(model, tmp_path):
     try:
         live = out / f".b.tmp{live_proc.pid}.nii.gz"
         live.write_bytes(b"being written by another part")
-        assert predict(["-i", inp, "-o", str(out), "-m", model]) == 0
+        assert predict(["-i", inp, "-o", str(out), "-m", standin_model]) == 0
         assert not dead.exists() and not (out / ".a_ctd.tmp4194999.json").exists()
         assert live.exists()
     finally:
@@ -181,7 +172,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(model, tmp_path):
         live_proc.wait()
 
 
-def test_case_name_clash_is_failed_not_also_segmented(model, tmp_path, capsys):
+def test_case_name_clash_is_failed_not_also_segmented(standin_model, tmp_path, capsys):
     """Defect 8: x.nii and x.nii.gz were counted as both segmented and failed."""
     ct, _ = h.phantom(n_blocks=2)
     inp = tmp_path / "in"
@@ -190,7 +181,7 @@ def test_case_name_clash_is_failed_not_also_segmented(model, tmp_path, capsys):
     write(ct, inp / "x.nii.gz")
     write(ct, inp / "y.nii.gz")
     out = tmp_path / "out"
-    assert predict(["-i", str(inp), "-o", str(out), "-m", model]) == 1
+    assert predict(["-i", str(inp), "-o", str(out), "-m", standin_model]) == 1
     printed = capsys.readouterr().out
     assert "1 segmented" in printed and "1 failed" in printed
     line = failed_line(printed, "x")
@@ -198,7 +189,7 @@ def test_case_name_clash_is_failed_not_also_segmented(model, tmp_path, capsys):
     assert outputs_of(out, "x") == [] and outputs_of(out, "y")
 
 
-def test_ctrl_c_in_the_predictor_exits_130_with_one_line(model, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_in_the_predictor_exits_130_with_one_line(standin_model, tmp_path, monkeypatch, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = write(ct, tmp_path / "a.nii.gz")
 
@@ -206,7 +197,7 @@ def test_ctrl_c_in_the_predictor_exits_130_with_one_line(model, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("nnunet_vertkd.inference.predictor.VertKDPredictor._predict", interrupted)
-    assert predict(["-i", inp, "-o", str(tmp_path / "out"), "-m", model]) == 130
+    assert predict(["-i", inp, "-o", str(tmp_path / "out"), "-m", standin_model]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vertkd_predict: interrupted") and "Traceback" not in "\n".join(err)
     assert list((tmp_path / "out").iterdir()) == []

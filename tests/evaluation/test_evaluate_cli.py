@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import masks
 
 from nnunet_vertkd.centroids import write_centroids
 from nnunet_vertkd.evaluation import cli
@@ -15,14 +16,9 @@ from nnunet_vertkd.labels import NNUNET_TO_VERSE, VERSE_TO_NNUNET
 SPACING_ITK = (1.0, 1.0, 2.0)   # (i, j, k): 2 mm along array axis 0
 
 
-def slabs(labels, shape=(24, 10, 10), thickness=3, gap=1):
-    m = np.zeros(shape, dtype=np.uint8)
-    z = 0
-    for lab in labels:
-        if lab:
-            m[z:z + thickness, 2:8, 2:8] = lab
-        z += thickness + gap
-    return m
+def slabs(labels):
+    """Small uint8 masks of 3-slice slabs (helpers.masks.slabs)."""
+    return masks.slabs(labels, shape=(24, 10, 10), thickness=3, gap=1, dtype=np.uint8)
 
 
 def write(path, arr, spacing=SPACING_ITK, origin=(0.0, 0.0, 0.0)):

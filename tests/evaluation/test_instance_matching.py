@@ -3,20 +3,10 @@ import math
 
 import numpy as np
 import pytest
+from helpers.masks import slabs
 
 from nnunet_vertkd.evaluation.metrics import (ID_RADIUS_MM, centroid_distance_mm, evaluate_case,
                                               match_instances)
-
-
-def slabs(labels, shape=(40, 12, 12), thickness=4, gap=1):
-    """Vertebra-like slabs stacked along array axis 0 (top-down), labels in the given order."""
-    m = np.zeros(shape, dtype=np.int16)
-    z = 0
-    for lab in labels:
-        if lab:
-            m[z:z + thickness, 2:10, 2:10] = lab
-        z += thickness + gap
-    return m
 
 
 def test_permuted_labels_matched_by_overlap():

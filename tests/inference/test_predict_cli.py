@@ -10,17 +10,6 @@ from nnunet_vertkd.inference import cli
 from nnunet_vertkd.inference.outputs import list_input_cases
 
 
-@pytest.fixture
-def model(tmp_path, monkeypatch):
-    h.set_env(monkeypatch, tmp_path / "ext")
-    results = tmp_path / "results"
-    folder = h.make_standin_vertebra_model(results, tmp_path / "ext")
-    monkeypatch.setenv("nnUNet_results", str(results))
-    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
-    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
-    return folder
-
-
 def run(args):
     return cli.main([*args, "-device", "cpu", "--threads", "1"])
 
@@ -81,12 +70,12 @@ def bad_inputs(folder):
     return cases
 
 
-def test_every_bad_input_is_reported_and_the_batch_goes_on(model, tmp_path, capsys):
+def test_every_bad_input_is_reported_and_the_batch_goes_on(standin_model, tmp_path, capsys):
     cases = bad_inputs(tmp_path / "in")
     ct, _ = h.phantom()
     good = write(ct, tmp_path / "in" / "good_0000.nii.gz")
     out = tmp_path / "out"
-    rc = run(["-i", *[p for p, _ in cases.values()], good, "-o", str(out), "-m", model, "-f", "all"])
+    rc = run(["-i", *[p for p, _ in cases.values()], good, "-o", str(out), "-m", standin_model, "-f", "all"])
     assert rc == 1
     printed = capsys.readouterr().out
     assert "1 segmented" in printed and f"{len(cases)} failed" in printed
@@ -99,7 +88,7 @@ def test_every_bad_input_is_reported_and_the_batch_goes_on(model, tmp_path, caps
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
 
-def test_failure_while_writing_leaves_nothing(model, tmp_path, monkeypatch):
+def test_failure_while_writing_leaves_nothing(standin_model, tmp_path, monkeypatch):
     from nnunet_vertkd.inference import outputs
     ct, _ = h.phantom()
     write(ct, tmp_path / "a.nii.gz")
@@ -111,13 +100,13 @@ def test_failure_while_writing_leaves_nothing(model, tmp_path, monkeypatch):
         return real(img, path, *a)
 
     monkeypatch.setattr(outputs.sitk, "WriteImage", failing)
-    rc = run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", model, "--save-spine",
+    rc = run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", standin_model, "--save-spine",
               "--save-preview"])
     assert rc == 1
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_part_split_covers_every_case_once(model, tmp_path, capsys):
+def test_part_split_covers_every_case_once(standin_model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = tmp_path / "in"
     inp.mkdir()
@@ -130,14 +119,14 @@ def test_part_split_covers_every_case_once(model, tmp_path, capsys):
     seen = []
     for part in range(4):
         out = tmp_path / f"out{part}"
-        assert run(["-i", str(inp), "-o", str(out), "-m", model, "-part_id", str(part), "-num_parts", "4"]) == 0
+        assert run(["-i", str(inp), "-o", str(out), "-m", standin_model, "-part_id", str(part), "-num_parts", "4"]) == 0
         seen += sorted(p.name[:-len(".nii.gz")] for p in out.glob("*.nii.gz"))
     assert sorted(seen) == all_cases  # every case exactly once
-    usage_error(capsys, ["-i", str(inp), "-o", str(tmp_path / "x"), "-m", model, "-part_id", "4", "-num_parts", "4"],
+    usage_error(capsys, ["-i", str(inp), "-o", str(tmp_path / "x"), "-m", standin_model, "-part_id", "4", "-num_parts", "4"],
                 "-part_id")
 
 
-def test_no_overwrite_without_flag(model, tmp_path, capsys):
+def test_no_overwrite_without_flag(standin_model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     write(ct, tmp_path / "a_0000.nii.gz")
     out = tmp_path / "out"
@@ -151,12 +140,12 @@ def test_no_overwrite_without_flag(model, tmp_path, capsys):
     assert sitk.ReadImage(str(target)).GetSize() == ct.GetSize()
 
 
-def test_model_folder_errors_are_clear(model, tmp_path, capsys):
+def test_model_folder_errors_are_clear(standin_model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = write(ct, tmp_path / "a.nii.gz")
     usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-d", "990", "-tr", "NoSuchTrainer"], "does not exist")
     usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-m", str(tmp_path / "nowhere")], "does not exist")
-    usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-f", "3"], "fold_3")
+    usage_error(capsys, ["-i", inp, "-o", str(tmp_path / "o"), "-m", standin_model, "-f", "3"], "fold_3")
 
 
 def test_help():
@@ -186,22 +175,22 @@ def test_option_spellings_and_deprecated_aliases(capsys):
     assert e.value.code == 2
 
 
-def test_bad_thread_count_is_a_usage_error(model, tmp_path, capsys):
+def test_bad_thread_count_is_a_usage_error(standin_model, tmp_path, capsys):
     ct, _ = h.phantom(n_blocks=2)
     inp = write(ct, tmp_path / "a.nii.gz")
-    assert cli.main(["-i", inp, "-o", str(tmp_path / "o"), "-m", model, "-device", "cpu", "--threads", "0"]) == 2
+    assert cli.main(["-i", inp, "-o", str(tmp_path / "o"), "-m", standin_model, "-device", "cpu", "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_real_verse_samples_run_through(model, tmp_path, verse_sample_dir):
+def test_real_verse_samples_run_through(standin_model, tmp_path, verse_sample_dir):
     """The real VerSe'19 crops go through the whole pipeline (stand-in vertebra model, untrained spine model
     through nnUNetPredictor, and the heuristic); outputs on the input grid. Accuracy is not the point."""
     cts = sorted(verse_sample_dir.rglob("*_ct.nii.gz"))
     assert cts, "no CT in the sample folder"
     spine = h.make_untrained_spine_model(tmp_path / "spine_results")
     for spine_args, out in ((["--spine-m", spine], tmp_path / "out_model"), ([], tmp_path / "out_heuristic")):
-        rc = run(["-i", *map(str, cts), "-o", str(out), "-m", model, "--save-preview", "--save-spine",
+        rc = run(["-i", *map(str, cts), "-o", str(out), "-m", standin_model, "--save-preview", "--save-spine",
                   *spine_args])
         assert rc == 0
         for ct_path in cts:
@@ -219,34 +208,34 @@ def test_real_verse_samples_run_through(model, tmp_path, verse_sample_dir):
             assert (out / f"{case}_snp.png").exists() and (out / f"{case}_spine.nii.gz").exists()
 
 
-def test_loop_settings_from_the_command_line(model, tmp_path, capsys):
+def test_loop_settings_from_the_command_line(standin_model, tmp_path, capsys):
     import json
     ct, _ = h.phantom(n_blocks=4)
     write(ct, tmp_path / "a.nii.gz")
     out = tmp_path / "out"
-    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", "MAX_VERTEBRAE=2",
+    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", standin_model, "--setting", "MAX_VERTEBRAE=2",
                 "--setting", "accept_unconverged=false"]) == 0
     record = json.loads((out / "a_record.json").read_text())
     assert record["n_vertebrae"] == 2 and record["stop_reason"] == "max_vertebrae"
     assert record["settings"]["MAX_VERTEBRAE"] == 2 and record["settings"]["ACCEPT_UNCONVERGED"] is False
     for bad in ("NO_SUCH=1", "MAX_VERTEBRAE=many", "ACCEPT_UNCONVERGED=maybe", "MAX_VERTEBRAE"):
-        usage_error(capsys, ["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", model, "--setting", bad],
+        usage_error(capsys, ["-i", str(tmp_path / "a.nii.gz"), "-o", str(out), "-m", standin_model, "--setting", bad],
                     "--setting")
 
 
-def test_output_never_replaces_the_input(model, tmp_path):
+def test_output_never_replaces_the_input(standin_model, tmp_path):
     ct, _ = h.phantom(n_blocks=2)
     path = write(ct, tmp_path / "a.nii.gz")
     before = (tmp_path / "a.nii.gz").read_bytes()
-    assert run(["-i", path, "-o", str(tmp_path), "-m", model, "--overwrite"]) == 1
+    assert run(["-i", path, "-o", str(tmp_path), "-m", standin_model, "--overwrite"]) == 1
     assert (tmp_path / "a.nii.gz").read_bytes() == before
 
 
-def test_suspicious_but_accepted_intensities_are_recorded(model, tmp_path):
+def test_suspicious_but_accepted_intensities_are_recorded(standin_model, tmp_path):
     import json
     ct, _ = h.phantom(n_blocks=2)
     shifted = sitk.Cast(ct, sitk.sitkInt16) + 1024  # stored without the rescale offset: no negative values
     write(shifted, tmp_path / "a.nii.gz")
-    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", model]) == 0
+    assert run(["-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out"), "-m", standin_model]) == 0
     record = json.loads((tmp_path / "out" / "a_record.json").read_text())
     assert any("1024" in w for w in record["input_warnings"])
