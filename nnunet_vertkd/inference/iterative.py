@@ -11,8 +11,10 @@ fragment sizes and hard caps):
 3. ``predict_patch`` gives probabilities; ``> FRAGMENT_THRESHOLD`` and not already in memory and inside the
    volume is the candidate mask. Its connected components (26-connectivity, cc3d) are computed; the main
    fragment is ``FRAGMENT_SELECTION = "largest"`` (default) or ``"nearest_centre"``, and every other component
-   whose bounding box lies within ``DETACHED_PIECE_MARGIN_VOXELS`` of the main fragment's bounding box joins it
-   (detached processes of the same vertebra; left out they would be predicted again as the "next" vertebra).
+   with a voxel within ``DETACHED_PIECE_MARGIN_VOXELS`` (Euclidean) of the main fragment joins it (detached
+   processes of the same vertebra; left out they would be predicted again as the "next" vertebra). Bounding
+   boxes are not the test: those of neighbouring vertebrae overlap, and a piece of the next vertebra that joined
+   made two vertebrae one instance. A negative margin joins nothing.
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
@@ -54,6 +56,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import cc3d
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 PredictPatch = Callable[[np.ndarray], np.ndarray]
 
@@ -80,8 +83,9 @@ class IterativeSettings:
     FRAGMENT_SELECTION: str = "largest"
     #: accept the last fragment when a vertebra does not converge within MAX_ITERATIONS_PER_VERTEBRA
     ACCEPT_UNCONVERGED: bool = True
-    #: other components within this distance (bounding boxes) of the main fragment join it (detached pieces)
-    DETACHED_PIECE_MARGIN_VOXELS: int = 5
+    #: other components with a voxel within this distance of the main fragment join it (detached pieces);
+    #: negative: none joins
+    DETACHED_PIECE_MARGIN_VOXELS: int = 2
     #: after a miss (no or too small fragment) the point steps this far downward and the loop tries again
     STEP_ON_MISS_VOXELS: int = 32
     #: misses in a row allowed before the loop ends
@@ -107,7 +111,8 @@ class IterativeSettings:
             MIN_START_FRAGMENT_VOXELS=max(1, int(round(self.MIN_START_FRAGMENT_VOXELS / voxel_volume))),
             MIN_CONTINUE_FRAGMENT_VOXELS=max(1, int(round(self.MIN_CONTINUE_FRAGMENT_VOXELS / voxel_volume))),
             CONVERGENCE_TOLERANCE_VOXELS=self.CONVERGENCE_TOLERANCE_VOXELS / mean_spacing,
-            DETACHED_PIECE_MARGIN_VOXELS=max(0, int(round(self.DETACHED_PIECE_MARGIN_VOXELS / mean_spacing))),
+            DETACHED_PIECE_MARGIN_VOXELS=(int(round(self.DETACHED_PIECE_MARGIN_VOXELS / mean_spacing))
+                                          if self.DETACHED_PIECE_MARGIN_VOXELS >= 0 else -1),
             COMPLETE_FRAGMENT_MARGIN_VOXELS=max(1, int(round(self.COMPLETE_FRAGMENT_MARGIN_VOXELS / mean_spacing))),
             STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))))
 
@@ -202,8 +207,8 @@ def _start_point(start_prob: np.ndarray, threshold: float, superior_axis: int,
 
 def _select_fragment(candidate: np.ndarray, selection: str, patch_centre: np.ndarray,
                      margin_voxels: int = 0) -> Optional[np.ndarray]:
-    """The main component of ``candidate`` (26-connected) plus every other component whose bounding box comes
-    within ``margin_voxels`` of the main one's; None when ``candidate`` is empty."""
+    """The main component of ``candidate`` (26-connected) plus every other component with a voxel within
+    ``margin_voxels`` (Euclidean) of it; None when ``candidate`` is empty."""
     if selection not in ("largest", "nearest_centre"):
         raise ValueError(f"FRAGMENT_SELECTION must be 'largest' or 'nearest_centre', got {selection!r}")
     labels, n = cc3d.connected_components(candidate.astype(np.uint8), connectivity=26, return_N=True)
@@ -216,19 +221,18 @@ def _select_fragment(candidate: np.ndarray, selection: str, patch_centre: np.nda
     else:
         centroids = np.asarray(stats["centroids"])[1:]
         main = 1 + int(np.argmin(np.linalg.norm(centroids - patch_centre[None], axis=1)))
-    if n == 1:
+    if n == 1 or margin_voxels < 0:
         return labels == main
-    boxes = stats["bounding_boxes"]  # one tuple of slices per label (label 0 = background)
-    lo = np.array([sl.start for sl in boxes[main]]) - margin_voxels
-    hi = np.array([sl.stop for sl in boxes[main]]) + margin_voxels
-    keep = [main]
-    for lab in range(1, n + 1):
-        if lab == main or counts[lab] == 0:
-            continue
-        blo = np.array([sl.start for sl in boxes[lab]])
-        bhi = np.array([sl.stop for sl in boxes[lab]])
-        if np.all(blo < hi) and np.all(bhi > lo):
-            keep.append(lab)
+    # a detached piece joins when one of its voxels lies within margin_voxels (Euclidean) of the main fragment;
+    # bounding boxes are not enough: those of neighbouring vertebrae overlap (spinous processes reach over the
+    # next vertebra), so a piece of the next vertebra would join and two vertebrae become one instance
+    box = stats["bounding_boxes"][main]
+    lo = [max(sl.start - margin_voxels - 1, 0) for sl in box]
+    hi = [min(sl.stop + margin_voxels + 1, size) for sl, size in zip(box, labels.shape)]
+    region = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = labels[region]
+    near = distance_transform_edt(sub != main) <= margin_voxels
+    keep = [lab for lab in np.unique(sub[near]) if lab != 0]
     return np.isin(labels, keep)
 
 

@@ -132,11 +132,38 @@ def test_detached_piece_joins_its_vertebra():
     lab2 = np.argwhere(labels == 2)
     lo, hi = lab2.min(0), lab2.max(0)
     piece = (slice(lo[0], lo[0] + 3), slice(hi[1] + 3, hi[1] + 6), slice(lo[2] + 1, lo[2] + 4))
-    labels[piece] = 2  # 27 voxels, 2 voxels away from the body of vertebra 2
-    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+    labels[piece] = 2  # 27 voxels, 2 voxels away from the body of vertebra 2 (Euclidean distance 3)
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30,
+                          DETACHED_PIECE_MARGIN_VOXELS=3)
     patch = (24, 32, 24)
     res = segment_vertebrae_iteratively(topmost_standin(patch=patch), labels.astype(np.float32), labels > 0, 2, True,
                                         patch, s)
+    assert res.n_vertebrae == 4
+    np.testing.assert_array_equal(res.instances, labels)
+
+
+def test_piece_of_the_next_vertebra_does_not_join():
+    """A network that also predicts a detached piece of the next vertebra: the piece lies inside the bounding box
+    of the vertebra (whose 'spinous process' reaches down beside the next one, as in the thoracic spine) but
+    farther than DETACHED_PIECE_MARGIN_VOXELS from it, so it stays out and each vertebra stays one instance."""
+    labels = synthetic_spine(n=4)
+    for v in range(1, 4):  # a process behind each vertebra, reaching down to the middle of the next one
+        z = np.flatnonzero(np.any(labels == v, axis=(0, 1)))
+        labels[6:8, 19:22, z[0]:z[-1] + 5] = v  # right behind the block (y 7:19), attached to it
+
+    def sloppy(x):
+        lab = np.rint(x[0]).astype(int)
+        free = lab[(lab > 0) & (x[1] < 0.5)]
+        if free.size == 0:
+            return np.zeros(x.shape[1:], np.float32)
+        top = free.min()
+        piece = (lab == top + 1) & (np.arange(x.shape[1])[:, None, None] >= 12) & (x[1] < 0.5)
+        piece[:, 19:] = False  # only the block, not the next one's process
+        return ((lab == top) | piece).astype(np.float32)
+
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30,
+                          DETACHED_PIECE_MARGIN_VOXELS=2)
+    res = segment_vertebrae_iteratively(sloppy, labels.astype(np.float32), labels > 0, 2, True, (24, 32, 32), s)
     assert res.n_vertebrae == 4
     np.testing.assert_array_equal(res.instances, labels)
 
@@ -223,7 +250,8 @@ def test_scaled_to_spacing():
     s = IterativeSettings().scaled_to_spacing((2.0, 2.0, 2.0))
     assert s.MIN_START_FRAGMENT_VOXELS == 125 and s.MIN_CONTINUE_FRAGMENT_VOXELS == 62
     assert s.CONVERGENCE_TOLERANCE_VOXELS == 1.0
-    assert s.STEP_ON_MISS_VOXELS == 16 and s.DETACHED_PIECE_MARGIN_VOXELS == 2
+    assert s.STEP_ON_MISS_VOXELS == 16 and s.DETACHED_PIECE_MARGIN_VOXELS == 1  # 2 mm
+    assert IterativeSettings(DETACHED_PIECE_MARGIN_VOXELS=-1).scaled_to_spacing((2.0,) * 3).DETACHED_PIECE_MARGIN_VOXELS < 0
 
 
 def test_wrong_output_shape_is_an_error():
