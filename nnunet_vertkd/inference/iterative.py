@@ -58,6 +58,8 @@ import cc3d
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+from nnunet_vertkd.inference.stacked_split import upper_of_stacked_pair
+
 PredictPatch = Callable[[np.ndarray], np.ndarray]
 
 
@@ -96,6 +98,12 @@ class IterativeSettings:
     #: voxel within COMPLETE_FRAGMENT_MARGIN_VOXELS of a patch face (faces outside the volume cannot be touched)
     ACCEPT_COMPLETE_FRAGMENT: bool = False
     COMPLETE_FRAGMENT_MARGIN_VOXELS: int = 4
+    #: a fragment whose cross-section along the spine has two humps (two vertebrae stacked, the valley at most
+    #: STACKED_VALLEY_DEPTH of the smaller hump, at least STACKED_MIN_PART_FRACTION of the fragment on each side) is
+    #: cut above the valley (nnunet_vertkd.inference.stacked_split)
+    SPLIT_STACKED_VERTEBRAE: bool = True
+    STACKED_VALLEY_DEPTH: float = 0.65
+    STACKED_MIN_PART_FRACTION: float = 0.2
 
     def max_network_calls(self) -> int:
         if self.MAX_NETWORK_CALLS is not None:
@@ -320,6 +328,9 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
             inside[patch_sl] = True
             candidate = (np.nan_to_num(prob, nan=0.0) > s.FRAGMENT_THRESHOLD) & (mem_patch < 0.5) & inside
             frag = _select_fragment(candidate, s.FRAGMENT_SELECTION, patch_centre, s.DETACHED_PIECE_MARGIN_VOXELS)
+            if frag is not None and s.SPLIT_STACKED_VERTEBRAE:
+                frag = upper_of_stacked_pair(frag, superior_axis, superior_at_low_index, s.STACKED_VALLEY_DEPTH,
+                                             s.STACKED_MIN_PART_FRACTION)
             if frag is None or int(frag.sum()) < min_size:
                 miss = "no_fragment" if frag is None else "fragment_too_small"
                 break
