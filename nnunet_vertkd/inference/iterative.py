@@ -15,6 +15,8 @@ fragment sizes and hard caps):
    processes of the same vertebra; left out they would be predicted again as the "next" vertebra). Bounding
    boxes are not the test: those of neighbouring vertebrae overlap, and a piece of the next vertebra that joined
    made two vertebrae one instance. A negative margin joins nothing.
+   With ``SPLIT_STACKED_VERTEBRAE`` (not in the paper) a fragment of two vertebrae stacked along the spine (two humps
+   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``).
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
