@@ -286,3 +286,24 @@ def test_fragment_touching_the_patch_face_is_not_complete():
     frag[3:7, 3:7, 6:10] = True  # reaches the last slice
     assert not _is_complete(frag, 1)
     assert not _is_complete(np.zeros((10, 10, 10), bool), 1)
+
+
+def test_fragment_mostly_off_the_spine_ends_the_scan():
+    """Below the last vertebra the network predicts a blob (a sacrum) that touches the spine signal with a few
+    voxels only: with MIN_SPINE_FRACTION it is not accepted as a vertebra; with 0 (one voxel is enough) it is."""
+    labels = synthetic_spine(n=4)
+    z = np.flatnonzero(np.any(labels == 4, axis=(0, 1)))
+    blob = np.zeros(labels.shape, bool)
+    blob[6:18, 7:19, z[-1] + 2:z[-1] + 5] = True  # below vertebra 4, 36 of its 432 voxels on the spine
+    spine = labels > 0
+    spine[6:12, 7:13, z[-1] + 2] = True
+    ct = labels.astype(np.float32)
+    ct[blob] = 5  # the network sees it as the next 'vertebra'
+    base = dict(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30)
+    strict = segment_vertebrae_iteratively(topmost_standin(), ct, spine, 2, True, PATCH,
+                                           IterativeSettings(MIN_SPINE_FRACTION=0.5, **base))
+    assert strict.n_vertebrae == 4 and strict.stop_reason == "end_of_spine"
+    np.testing.assert_array_equal(strict.instances, labels)
+    lax = segment_vertebrae_iteratively(topmost_standin(), ct, spine, 2, True, PATCH,
+                                        IterativeSettings(MIN_SPINE_FRACTION=0.0, **base))
+    assert lax.n_vertebrae == 5
