@@ -30,6 +30,8 @@ fragment sizes and hard caps):
    A fragment is accepted only where the spine is: ``start_prob`` must reach ``START_THRESHOLD`` on at least
    ``MIN_SPINE_FRACTION`` of its voxels (and on one at least); otherwise the loop ends (``end_of_spine``). Below the
    last lumbar vertebra the network may still predict a piece of sacrum or pelvis, which the spine model leaves out.
+   The first vertebra needs one voxel only: at the top border of a scan the spine signal of a partly visible
+   vertebra is weak, and rejecting it would end the scan before it began.
 5. After accepting, the loop predicts again **from the same point** (the accepted vertebra's centre) with the
    updated memory: the network now sees the next vertebra below as the topmost one not in memory (paper Fig. 2).
    The point is not moved by a vertebra height: vertebrae with their processes are 42-59 mm tall but only
@@ -101,7 +103,8 @@ class IterativeSettings:
     #: voxel within COMPLETE_FRAGMENT_MARGIN_VOXELS of a patch face (faces outside the volume cannot be touched)
     ACCEPT_COMPLETE_FRAGMENT: bool = False
     COMPLETE_FRAGMENT_MARGIN_VOXELS: int = 4
-    #: a fragment is accepted only if start_prob >= START_THRESHOLD on at least this fraction of its voxels (0: on one)
+    #: a fragment below an accepted vertebra is accepted only if start_prob >= START_THRESHOLD on at least this
+    #: fraction of its voxels (0: on one voxel, as the first vertebra)
     MIN_SPINE_FRACTION: float = 0.5
     #: a fragment whose cross-section along the spine has two humps (two vertebrae stacked, the valley at most
     #: STACKED_VALLEY_DEPTH of the smaller hump, at least STACKED_MIN_PART_FRACTION of the fragment on each side) is
@@ -376,7 +379,7 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
         region_mem = memory[vol_sl]
         write = frag_in_vol & (region_mem < 0.5)
         on_spine = start_prob[vol_sl][write] >= s.START_THRESHOLD
-        if not on_spine.any() or float(on_spine.mean()) < s.MIN_SPINE_FRACTION:
+        if not on_spine.any() or (vertebrae and float(on_spine.mean()) < s.MIN_SPINE_FRACTION):
             return result("end_of_spine", start)
         label = len(vertebrae) + 1
         instances[vol_sl][write] = label

@@ -307,3 +307,15 @@ def test_fragment_mostly_off_the_spine_ends_the_scan():
     lax = segment_vertebrae_iteratively(topmost_standin(), ct, spine, 2, True, PATCH,
                                         IterativeSettings(MIN_SPINE_FRACTION=0.0, **base))
     assert lax.n_vertebrae == 5
+
+
+def test_first_vertebra_needs_the_spine_on_one_voxel_only():
+    """A partly visible top vertebra with a weak spine signal (one row of it): accepted, and the scan goes on."""
+    labels = synthetic_spine(n=4)
+    spine = labels > 1
+    z = np.flatnonzero(np.any(labels == 1, axis=(0, 1)))
+    spine[:, :, z[-1]] |= labels[:, :, z[-1]] == 1  # 1 of the 6 rows of vertebra 1 on the spine
+    s = IterativeSettings(MIN_START_FRAGMENT_VOXELS=50, MIN_CONTINUE_FRAGMENT_VOXELS=30, MIN_SPINE_FRACTION=0.5)
+    res = segment_vertebrae_iteratively(topmost_standin(), labels.astype(np.float32), spine, 2, True, PATCH, s)
+    assert res.n_vertebrae == 4
+    np.testing.assert_array_equal(res.instances, labels)
