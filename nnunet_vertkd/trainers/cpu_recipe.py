@@ -163,3 +163,11 @@ class VertKDStudentTrainer_cpu2mm_realFT2(_RealFineTune, VertKDStudentTrainer_cp
     init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT"
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
     num_epochs = 30
+
+
+class VertKDStudentTrainer_cpu2mm_realFT3(_RealFineTune, VertKDStudentTrainer_cpu2mm):
+    """A third fine-tuning round: ``VertKDStudentTrainer_cpu2mm_realFT2`` trained 40 more epochs x 25 patches, half of
+    them from the real cases, distilled from the fine-tuned teacher ``VertKDTeacherTrainer_cpu2mm_realFT``."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT2"
+    teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
+    num_epochs = 40
