@@ -18,7 +18,7 @@ fragment sizes and hard caps):
    With ``SPLIT_STACKED_VERTEBRAE`` (not in the paper) a fragment of two vertebrae stacked along the spine (two humps
    of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``).
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
-   used for convergence). The last ``N_CONVERGENCE_CENTRES`` (3) centres are kept; when they all lie within
+   used for convergence). The last ``N_CONVERGENCE_CENTRES`` (2; the paper: 3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
    fragment is written into the memory and into ``instances`` with the next label (1, 2, ... from the top).
    With ``ACCEPT_COMPLETE_FRAGMENT`` a fragment that is complete in its patch (no voxel within
@@ -81,7 +81,7 @@ class IterativeSettings:
     MIN_CONTINUE_FRAGMENT_VOXELS: int = 500
     #: the last N_CONVERGENCE_CENTRES centres must lie within this distance of each other (pairwise)
     CONVERGENCE_TOLERANCE_VOXELS: float = 2.0
-    N_CONVERGENCE_CENTRES: int = 3
+    N_CONVERGENCE_CENTRES: int = 2  # the paper: 3 (docs/inference.md: 2 costs no accuracy, a third fewer calls)
     MAX_ITERATIONS_PER_VERTEBRA: int = 20
     MAX_VERTEBRAE: int = 30
     #: hard cap on network calls per scan (default: MAX_VERTEBRAE * MAX_ITERATIONS_PER_VERTEBRA)

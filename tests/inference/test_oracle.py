@@ -28,9 +28,10 @@ def test_oracle_finds_every_real_vertebra_in_order(verse_sample_dir, case, start
     labels = labels_from_verse_mask(sitk.ReadImage(str(_mask_path(verse_sample_dir, case))), 1.0)
     run = run_oracle(labels, start)
     assert run.labels_found == run.labels_true, (case, start, run.result.stop_reason)
-    # every vertebra converged in the paper's 3 calls; the end of the spine costs at most 1 + misses calls
-    assert run.result.iterations_per_vertebra == [3] * len(run.labels_true)
-    assert run.result.n_network_calls <= 3 * len(run.labels_true) + 1 + IterativeSettings().MAX_CONSECUTIVE_MISSES
+    # every vertebra converged in N_CONVERGENCE_CENTRES calls; the end of the spine costs at most 1 + misses calls
+    n = IterativeSettings().N_CONVERGENCE_CENTRES
+    assert run.result.iterations_per_vertebra == [n] * len(run.labels_true)
+    assert run.result.n_network_calls <= n * len(run.labels_true) + 1 + IterativeSettings().MAX_CONSECUTIVE_MISSES
     # the instances are the vertebrae themselves (up to a few voxels outside the 128 mm patch when accepted)
     for v, true_label in zip(run.result.vertebrae, run.labels_found):
         pred, ref = run.result.instances == v.label, labels == true_label
