@@ -81,7 +81,7 @@ class IterativeSettings:
     MIN_CONTINUE_FRAGMENT_VOXELS: int = 500
     #: the last N_CONVERGENCE_CENTRES centres must lie within this distance of each other (pairwise)
     CONVERGENCE_TOLERANCE_VOXELS: float = 2.0
-    N_CONVERGENCE_CENTRES: int = 2  # the paper: 3 (docs/inference.md: 2 costs no accuracy, a third fewer calls)
+    N_CONVERGENCE_CENTRES: int = 2  # the paper: 3 (docs/loop_calls_accuracy.md: 2 costs no accuracy, a third fewer calls)
     MAX_ITERATIONS_PER_VERTEBRA: int = 20
     MAX_VERTEBRAE: int = 30
     #: hard cap on network calls per scan (default: MAX_VERTEBRAE * MAX_ITERATIONS_PER_VERTEBRA)
