@@ -25,14 +25,16 @@ def stacked_valley(area: np.ndarray, min_part_fraction: float) -> Optional[tuple
         return None
     above = np.cumsum(area) - area  # area strictly above each index
     below = total - above - area
-    best = None
-    for k in range(1, area.size - 1):
-        if above[k] < min_part_fraction * total or below[k] < min_part_fraction * total:
-            continue
-        depth = area[k] / max(min(area[:k].max(), area[k + 1:].max()), 1e-9)
-        if best is None or depth < best[1]:
-            best = (k, float(depth))
-    return best
+    peak_above = np.maximum.accumulate(area)[:-2]  # largest area above index k = 1 .. n-2
+    peak_below = np.maximum.accumulate(area[::-1])[::-1][2:]  # largest area below it
+    k = np.arange(1, area.size - 1)
+    ok = (above[k] >= min_part_fraction * total) & (below[k] >= min_part_fraction * total)
+    if not ok.any():
+        return None
+    depth = area[k] / np.maximum(np.minimum(peak_above, peak_below), 1e-9)
+    depth[~ok] = np.inf
+    best = int(np.argmin(depth))  # the first of equal depths: the most superior valley
+    return int(k[best]), float(depth[best])
 
 
 def upper_of_stacked_pair(fragment: np.ndarray, superior_axis: int, superior_at_low_index: bool,
