@@ -53,8 +53,8 @@ def _cases(args) -> List[tuple]:
 
 
 def run(args) -> int:
-    lines = ["| case | spacing (mm) | start | centres | vertebrae | all found in order | stop | calls | calls / vertebra |",
-             "|---|---:|---|---:|---:|---|---|---:|---:|"]
+    lines = ["| case | spacing (mm) | start | centres | vertebrae | all found in order | stop | calls | calls / vertebra | mean Dice % |",
+             "|---|---:|---|---:|---:|---|---|---:|---:|---:|"]
     print(lines[0])
     print(lines[1])
     t0 = time.perf_counter()
@@ -70,7 +70,8 @@ def run(args) -> int:
                     failures += not r.found_all_in_order
                     line = (f"| {name} | {spacing:g} | {start} | {n}{' or complete' if complete else ''} | {len(r.labels_true)} | "
                             f"{'yes' if r.found_all_in_order else 'NO: ' + str(r.labels_found)} | "
-                            f"{r.result.stop_reason} | {r.result.n_network_calls} | {r.calls_per_vertebra:.2f} |")
+                            f"{r.result.stop_reason} | {r.result.n_network_calls} | {r.calls_per_vertebra:.2f} | "
+                            f"{100 * r.mean_dice(labels):.2f} |")
                     lines.append(line)
                     print(line, flush=True)
     summary = f"{failures} run(s) missed a vertebra; {time.perf_counter() - t0:.0f} s"

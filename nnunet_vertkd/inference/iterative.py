@@ -16,7 +16,10 @@ fragment sizes and hard caps):
    boxes are not the test: those of neighbouring vertebrae overlap, and a piece of the next vertebra that joined
    made two vertebrae one instance. A negative margin joins nothing.
    With ``SPLIT_STACKED_VERTEBRAE`` (not in the paper) a fragment of two vertebrae stacked along the spine (two humps
-   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``).
+   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``). Before that, with
+   ``FILL_HOLES`` (not in the paper), the fragment's holes are filled (``fragment_filling``): the small network
+   leaves gaps in the cancellous interior of the body (which would also look like two humps, the end plates), while
+   the reference masks and the training memory are solid.
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (2; the paper: 3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
@@ -63,6 +66,7 @@ import cc3d
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+from nnunet_vertkd.inference.fragment_filling import fill_fragment
 from nnunet_vertkd.inference.stacked_split import upper_of_stacked_pair
 
 PredictPatch = Callable[[np.ndarray], np.ndarray]
@@ -112,6 +116,10 @@ class IterativeSettings:
     SPLIT_STACKED_VERTEBRAE: bool = True
     STACKED_VALLEY_DEPTH: float = 0.65
     STACKED_MIN_PART_FRACTION: float = 0.2
+    #: fill the holes of each fragment (3-D, and 2-D in the sagittal and coronal planes) after a closing of
+    #: FILL_CLOSING_ITERATIONS (0: none) with the 6-connected cross (nnunet_vertkd.inference.fragment_filling)
+    FILL_HOLES: bool = True
+    FILL_CLOSING_ITERATIONS: int = 0
 
     def max_network_calls(self) -> int:
         if self.MAX_NETWORK_CALLS is not None:
@@ -130,7 +138,8 @@ class IterativeSettings:
             DETACHED_PIECE_MARGIN_VOXELS=(int(round(self.DETACHED_PIECE_MARGIN_VOXELS / mean_spacing))
                                           if self.DETACHED_PIECE_MARGIN_VOXELS >= 0 else -1),
             COMPLETE_FRAGMENT_MARGIN_VOXELS=max(1, int(round(self.COMPLETE_FRAGMENT_MARGIN_VOXELS / mean_spacing))),
-            STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))))
+            STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))),
+            FILL_CLOSING_ITERATIONS=max(0, int(round(self.FILL_CLOSING_ITERATIONS / mean_spacing))))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -339,6 +348,8 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
             if frag is not None and s.SPLIT_STACKED_VERTEBRAE:
                 frag = upper_of_stacked_pair(frag, superior_axis, superior_at_low_index, s.STACKED_VALLEY_DEPTH,
                                              s.STACKED_MIN_PART_FRACTION)
+            if frag is not None and s.FILL_HOLES:
+                frag = fill_fragment(frag, superior_axis, s.FILL_CLOSING_ITERATIONS) & inside & (mem_patch < 0.5)
             if frag is None or int(frag.sum()) < min_size:
                 miss = "no_fragment" if frag is None else "fragment_too_small"
                 break

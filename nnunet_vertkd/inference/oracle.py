@@ -107,6 +107,15 @@ class OracleRun:
     def calls_per_vertebra(self) -> float:
         return self.result.n_network_calls / max(1, len(self.labels_true))
 
+    def mean_dice(self, labels: np.ndarray) -> float:
+        """Mean Dice of the accepted instances with the vertebrae under them (``labels``: the map the loop ran on);
+        below 1 only where the loop changes a perfect prediction (patch borders, ``FILL_HOLES``)."""
+        dice = []
+        for v, true_label in zip(self.result.vertebrae, self.labels_found):
+            pred, ref = self.result.instances == v.label, labels == true_label
+            dice.append(2.0 * np.sum(pred & ref) / max(1, int(pred.sum()) + int(ref.sum())))
+        return float(np.mean(dice)) if dice else 0.0
+
 
 def run_oracle(labels: np.ndarray, start: str = "gt", spacing_mm: float = 1.0,
                patch_size_mm: float = 128.0, settings: Optional[IterativeSettings] = None) -> OracleRun:

@@ -171,3 +171,16 @@ class VertKDStudentTrainer_cpu2mm_realFT3(_RealFineTune, VertKDStudentTrainer_cp
     init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT2"
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT"
     num_epochs = 40
+
+
+class VertKDStudentTrainer_cpu2mm_realFT_long(_RealFineTune, VertKDStudentTrainer_scratch_cpu2mm):
+    """The shipped student (``VertKDStudentTrainer_cpu2mm_realFT2``) trained 160 more epochs x 25 patches without a
+    teacher (hard labels only: a student step then costs half as much, and the fine-tuned teacher fits the real
+    cases little better than the student), half of the samples from the real cases."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT2"
+    num_epochs = 160
+
+
+class VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3(VertKDStudentTrainer_cpu2mm_realFT_long):
+    """``VertKDStudentTrainer_cpu2mm_realFT_long`` at learning rate 1e-3 (poly-decayed) instead of 3e-4."""
+    initial_lr = 1e-3

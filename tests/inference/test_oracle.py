@@ -32,10 +32,12 @@ def test_oracle_finds_every_real_vertebra_in_order(verse_sample_dir, case, start
     n = IterativeSettings().N_CONVERGENCE_CENTRES
     assert run.result.iterations_per_vertebra == [n] * len(run.labels_true)
     assert run.result.n_network_calls <= n * len(run.labels_true) + 1 + IterativeSettings().MAX_CONSECUTIVE_MISSES
-    # the instances are the vertebrae themselves (up to a few voxels outside the 128 mm patch when accepted)
+    # the instances are the vertebrae themselves (up to a few voxels outside the 128 mm patch when accepted, and
+    # the background a mask encloses in a sagittal or coronal slice, which FILL_HOLES adds: at most 0.2 %)
     for v, true_label in zip(run.result.vertebrae, run.labels_found):
         pred, ref = run.result.instances == v.label, labels == true_label
-        assert 2 * np.sum(pred & ref) / (pred.sum() + ref.sum()) > 0.999
+        assert 2 * np.sum(pred & ref) / (pred.sum() + ref.sum()) > 0.998
+        assert np.sum(pred & ref) / ref.sum() > 0.999
 
 
 @pytest.mark.parametrize("case", ["sub-verse004", "sub-verse012"])
