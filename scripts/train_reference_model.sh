@@ -3,7 +3,7 @@
 # (nnunet_vertkd/trainers/cpu_recipe.py): 24 synthetic scans (seed 0) + the real VerSe training samples
 # (sub-verse005, 006, 014; sub-verse012 is held out), converted at 2 mm (vertebrae) and 4 mm (spine), then
 # the spine model and the teacher in parallel (1 torch thread each), then the student distilled from the teacher.
-# About 2.5-3 h on 2 CPU cores. Usage:
+# About 4 h on 2 CPU cores. Usage:
 #   scripts/train_reference_model.sh WORKDIR [VERSE_TRAINING_FOLDER] [--export]
 # VERSE_TRAINING_FOLDER defaults to ../shared/data/verse_sample/dataset-verse19training (relative to the repo).
 # --export writes the result into nnunet_vertkd/pretrained (replacing the shipped files).
@@ -45,10 +45,13 @@ VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentT
 # a second fine-tuning round of 30 epochs (same mixture, same teacher): the shipped student
 VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm_realFT2 -device cpu > student_ft2.log 2>&1
 
+# a long round without a teacher, 160 epochs at lr 1e-3, half of the samples real: the shipped student
+VERTKD_NUM_THREADS=2 "$BIN/nnUNetv2_train" 601 3d_fullres all -tr VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3 -device cpu > student_long.log 2>&1
+
 # 3. export (network weights only + model cards)
 if [ "$EXPORT" = "--export" ]; then
   "$BIN/python" -m nnunet_vertkd.pretrained export \
-    --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm_realFT2__nnUNetPlans__3d_fullres" \
+    --vertebra "$nnUNet_results/Dataset601_VerSeVertebrae/VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3__nnUNetPlans__3d_fullres" \
     --spine "$nnUNet_results/Dataset602_VerSeSpine/VertKDSpineTrainer_cpu4mm__nnUNetPlans__3d_fullres" \
     --vertebra-raw "$nnUNet_raw/Dataset601_VerSeVertebrae" --spine-raw "$nnUNet_raw/Dataset602_VerSeSpine"
 fi

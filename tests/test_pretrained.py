@@ -33,7 +33,7 @@ def test_shipped_files_are_small_and_hold_only_inference_keys():
 def test_shipped_student_loads_into_its_trainer_network():
     vertebra, _ = pretrained.model_folders()
     model = load_vertebra_model(vertebra, ("all",))
-    assert model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT2"
+    assert model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
     assert model.patch_size == (64, 64, 64)
     assert tuple(float(s) for s in model.configuration_manager.spacing) == (2.0, 2.0, 2.0)
     assert count_parameters(model.networks[0]) == 366155
@@ -55,14 +55,14 @@ def test_predict_without_model_arguments_uses_the_shipped_pair(tmp_path, capsys)
     mask = sitk.ReadImage(str(out / "crop012.nii.gz"))
     assert mask.GetSize() == crop.GetSize()
     record = json.load(open(out / "crop012_record.json", encoding="utf-8"))
-    assert record["spine_source"] != "heuristic" and record["trainer"] == "VertKDStudentTrainer_cpu2mm_realFT2"
+    assert record["spine_source"] != "heuristic" and record["trainer"] == "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
     assert record["n_vertebrae"] >= 1 and int(sitk.GetArrayFromImage(mask).max()) >= 1
     assert (out / "crop012_ctd.json").is_file()
 
 
 def test_python_api_uses_the_shipped_pair():
     predictor = pretrained.pretrained_predictor(device="cpu", use_mirroring=False, num_threads=1)
-    assert predictor.model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT2"
+    assert predictor.model.trainer_name == "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
     assert predictor.spine_model is not None
 
 

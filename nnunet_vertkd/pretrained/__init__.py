@@ -5,7 +5,7 @@ whose checkpoints hold only what prediction needs (network weights, trainer name
 and the plugin's ``vertkd`` entry; no optimizer state, no training log), plus ``model_card.json`` (what was
 trained, on which data, for how long, the command that reproduces it):
 
-    nnunet_vertkd/pretrained/student/   VertKDStudentTrainer_cpu2mm_realFT2 (8-16-32-64, 2 mm, 64^3 patches)
+    nnunet_vertkd/pretrained/student/   VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3 (8-16-32-64, 2 mm, 64^3 patches)
     nnunet_vertkd/pretrained/spine/     VertKDSpineTrainer_cpu4mm   (8-16-32-64, 4 mm)
 
 ``vertkd_predict -i IN -o OUT`` without model arguments uses them; from Python::
