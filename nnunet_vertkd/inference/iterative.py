@@ -16,10 +16,10 @@ fragment sizes and hard caps):
    boxes are not the test: those of neighbouring vertebrae overlap, and a piece of the next vertebra that joined
    made two vertebrae one instance. A negative margin joins nothing.
    With ``SPLIT_STACKED_VERTEBRAE`` (not in the paper) a fragment of two vertebrae stacked along the spine (two humps
-   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``). Before that, with
-   ``FILL_HOLES`` (not in the paper), the fragment's holes are filled (``fragment_filling``): the small network
-   leaves gaps in the cancellous interior of the body (which would also look like two humps, the end plates), while
-   the reference masks and the training memory are solid.
+   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``). After the cut,
+   with ``FILL_HOLES`` (not in the paper), the fragment's holes are filled (``fragment_filling``): the small network
+   leaves gaps in the cancellous interior of the body, while the reference masks and the training memory are solid.
+   (Filling first would fill the disc of a stacked pair joined at front and back, and the cut would miss it.)
 4. The point moves to the fragment's centre of mass (rounded to a voxel for cropping; the float centre is
    used for convergence). The last ``N_CONVERGENCE_CENTRES`` (2; the paper: 3) centres are kept; when they all lie within
    ``CONVERGENCE_TOLERANCE_VOXELS`` (2) of each other (max pairwise distance), the vertebra is accepted: its
