@@ -15,7 +15,8 @@ from nnunet_vertkd.trainers.variants import (  # noqa: F401
 from nnunet_vertkd.trainers.cpu_recipe import (  # noqa: F401
     VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_cpu2mm_realFT,
     VertKDStudentTrainer_cpu2mm_realFT2, VertKDStudentTrainer_cpu2mm_realFT3, VertKDStudentTrainer_cpu2mm_realFT_long,
-    VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3, VertKDTeacherTrainer_cpu2mm_realFT2,
+    VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3, VertKDStudentTrainer_cpu2mm_realFT_long_kd,
+    VertKDTeacherTrainer_cpu2mm_realFT2, VertKDTeacherTrainer_cpu2mm_realFT_long,
     VertKDStudentTrainer_scratch_cpu2mm, VertKDTeacherTrainer_cpu2mm, VertKDTeacherTrainer_cpu2mm_realFT)
 from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401
     VertKDStudentTrainer_multiTeacher, VertKDStudentTrainer_multiTeacher_cpu2mm, VertKDStudentTrainer_multiTeacher_debug,

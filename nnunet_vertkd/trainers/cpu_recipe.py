@@ -184,3 +184,20 @@ class VertKDStudentTrainer_cpu2mm_realFT_long(_RealFineTune, VertKDStudentTraine
 class VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3(VertKDStudentTrainer_cpu2mm_realFT_long):
     """``VertKDStudentTrainer_cpu2mm_realFT_long`` at learning rate 1e-3 (poly-decayed) instead of 3e-4."""
     initial_lr = 1e-3
+
+
+class VertKDTeacherTrainer_cpu2mm_realFT_long(_RealFineTune, VertKDTeacherTrainer_cpu2mm):
+    """The shipped student's long round for the teacher: ``VertKDTeacherTrainer_cpu2mm_realFT`` trained 100 more
+    epochs x 25 patches, half of the samples from the real cases, learning rate 1e-3 (poly-decayed)."""
+    init_from_trainer = "VertKDTeacherTrainer_cpu2mm_realFT"
+    num_epochs = 100
+    initial_lr = 1e-3
+
+
+class VertKDStudentTrainer_cpu2mm_realFT_long_kd(_RealFineTune, VertKDStudentTrainer_cpu2mm):
+    """The shipped student (``VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3``) distilled 60 more epochs x 25 patches
+    from the teacher after its long round (``VertKDTeacherTrainer_cpu2mm_realFT_long``), half of the samples from
+    the real cases, learning rate 3e-4."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
+    teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT_long"
+    num_epochs = 60
