@@ -14,7 +14,9 @@ from nnunet_vertkd.trainers.losses.lessmann import (
     BORDER_WEIGHT_TOLERANCE, border_weight_map, border_weight_map_reference)
 
 RECIPE = ("VertKDTeacherTrainer_cpu2mm", "VertKDStudentTrainer_cpu2mm", "VertKDStudentTrainer_scratch_cpu2mm",
-          "VertKDSpineTrainer_cpu4mm", "VertKDTeacherTrainer_cpu2mm_realFT", "VertKDStudentTrainer_cpu2mm_realFT")
+          "VertKDSpineTrainer_cpu4mm", "VertKDTeacherTrainer_cpu2mm_realFT", "VertKDStudentTrainer_cpu2mm_realFT",
+          "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3", "VertKDTeacherTrainer_cpu2mm_realFT_long",
+          "VertKDStudentTrainer_cpu2mm_realFT_long_kd")
 
 
 def test_recipe_classes_are_found_by_stock_lookup():
@@ -54,6 +56,23 @@ def test_real_fine_tune_settings_and_mixture_sampler():
     draws = [mix.draw(rng).case for _ in range(4000)]
     frac = sum(c == "sub-verse005" for c in draws) / len(draws)
     assert abs(frac - 0.5) < 0.03
+
+
+def test_rounds_start_from_and_distil_from_recipe_classes():
+    """Every fine-tuning round starts from (and every student distils from) a class of the recipe with the same
+    network: a typo or a teacher/student mix-up would only show after hours of training."""
+    from nnunet_vertkd import trainers
+    rounds = [c for n, c in vars(cpu_recipe).items() if n.startswith("VertKD") and getattr(c, "init_from_trainer", None)]
+    assert len(rounds) >= 9
+    for cls in rounds:
+        base = getattr(trainers, cls.init_from_trainer)
+        assert base.features == cls.features, cls.__name__
+        teacher = getattr(cls, "teacher_trainer_name", None)
+        if teacher and getattr(cls, "distillation", None) is not None:
+            assert getattr(trainers, teacher).features == cpu_recipe.VertKDTeacherTrainer_cpu2mm.features
+    kd = cpu_recipe.VertKDStudentTrainer_cpu2mm_realFT_long_kd
+    assert kd.teacher_trainer_name == "VertKDTeacherTrainer_cpu2mm_realFT_long" and kd.distillation == "soft_outputs"
+    assert kd.init_from_trainer == "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
 
 
 def _blob(shape, seed, box):
