@@ -16,6 +16,7 @@ from nnunet_vertkd.trainers.cpu_recipe import (  # noqa: F401
     VertKDSpineTrainer_cpu4mm, VertKDStudentTrainer_cpu2mm, VertKDStudentTrainer_cpu2mm_realFT,
     VertKDStudentTrainer_cpu2mm_realFT2, VertKDStudentTrainer_cpu2mm_realFT3, VertKDStudentTrainer_cpu2mm_realFT_long,
     VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3, VertKDStudentTrainer_cpu2mm_realFT_long_kd,
+    VertKDStudentTrainer_cpu2mm_realFT_long2,
     VertKDTeacherTrainer_cpu2mm_realFT2, VertKDTeacherTrainer_cpu2mm_realFT_long,
     VertKDStudentTrainer_scratch_cpu2mm, VertKDTeacherTrainer_cpu2mm, VertKDTeacherTrainer_cpu2mm_realFT)
 from nnunet_vertkd.trainers.multi_teacher import (  # noqa: F401

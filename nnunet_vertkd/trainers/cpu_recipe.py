@@ -195,9 +195,16 @@ class VertKDTeacherTrainer_cpu2mm_realFT_long(_RealFineTune, VertKDTeacherTraine
 
 
 class VertKDStudentTrainer_cpu2mm_realFT_long_kd(_RealFineTune, VertKDStudentTrainer_cpu2mm):
-    """The shipped student (``VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3``) distilled 60 more epochs x 25 patches
+    """The shipped student (``VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3``) distilled 40 more epochs x 25 patches
     from the teacher after its long round (``VertKDTeacherTrainer_cpu2mm_realFT_long``), half of the samples from
     the real cases, learning rate 3e-4."""
     init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
     teacher_trainer_name = "VertKDTeacherTrainer_cpu2mm_realFT_long"
-    num_epochs = 60
+    num_epochs = 40
+
+
+class VertKDStudentTrainer_cpu2mm_realFT_long2(_RealFineTune, VertKDStudentTrainer_scratch_cpu2mm):
+    """``VertKDStudentTrainer_cpu2mm_realFT_long_kd`` without the teacher (the control of that round): the shipped
+    student trained 40 more epochs x 25 patches, hard labels only, half of the samples real, learning rate 3e-4."""
+    init_from_trainer = "VertKDStudentTrainer_cpu2mm_realFT_long_lr1e3"
+    num_epochs = 40
