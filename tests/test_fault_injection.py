@@ -72,8 +72,10 @@ def snapshot(folder: Path, skip=()):
 
 def interrupt(cmd, env, started, sig, timeout_s=120):
     """Start ``cmd``, send ``sig`` once ``started()`` is true; returns (returncode, stderr, worker pids)."""
+    # SIGINT back to its default in the child, as in a terminal: a shell without job control (a script's `cmd &`,
+    # some CI runners) starts background commands with SIGINT ignored, and Python keeps an ignored SIGINT ignored
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_until(lambda: started() or proc.poll() is not None, timeout_s, "the run to get going")
         assert proc.poll() is None, f"the run ended before the signal:\n{proc.stderr.read()}"
