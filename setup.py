@@ -36,6 +36,7 @@ setup(
         "scipy",                      # distance maps, centroids
         "edt",                        # fast Euclidean distance transform (border-weight maps on the training path)
         "connected-components-3d",    # largest fragment / components
+        "scikit-image",               # marker watershed of the stacked-vertebra cut (already needed by nnU-Net)
         "nibabel",                    # NIfTI header checks of the inputs (qform / sform)
         "threadpoolctl",              # BLAS threads of the data loader
         "tqdm",                       # progress bars

@@ -25,6 +25,7 @@ from typing import List, Optional
 
 from nnunet_vertkd import workflow
 from nnunet_vertkd.benchmarks.pipeline import Pipeline, PipelineError, fmt_ms, summary_row
+from nnunet_vertkd.inference.cli import add_setting_option, parse_settings
 from nnunet_vertkd.command_line import (InputError, add_device_option, add_overwrite_option, add_processes_option,
                                         add_threads_option, add_tta_option, command)
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--spine-model", metavar="MODEL_FOLDER", help="spine model folder instead of the shipped one")
     seg.add_argument("--fold", default="all", help="fold of --vertebra-model/--spine-model (default: %(default)s)")
     add_tta_option(seg)
+    add_setting_option(seg)
     trn = p.add_argument_group("--train pipeline")
     trn.add_argument("--cases", type=int, default=8, help="synthetic scans to generate (default: %(default)s; about "
                                                           "60%% training, 20%% validation, 20%% test)")
@@ -100,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out).resolve()
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
+    parse_settings(args.setting)  # fail early on a bad --setting
     if out.exists() and any(out.iterdir()):
         if args.overwrite:
             shutil.rmtree(out)
@@ -171,7 +174,8 @@ def segmentation_demo(args, out: Path) -> int:
     from nnunet_vertkd.labelling.cli_support import labels_line, shipped_label_mapping
     labeller = shipped_label_mapping(_device(args.device), not args.disable_tta)  # VerSe labels (docs/labelling.md)
     predictor = VertKDPredictor(device=torch.device(_device(args.device)), use_mirroring=not args.disable_tta,
-                                num_threads=threads, allow_tqdm=False, label_mapping=labeller)
+                                num_threads=threads, allow_tqdm=False, label_mapping=labeller,
+                                settings_overrides=parse_settings(args.setting))
     import contextlib
     import io
     chatter = io.StringIO()  # nnU-Net's trainer lookup prints every module it inspects

@@ -86,14 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     threads.help += "; -npp and --num-threads are deprecated aliases (nnU-Net's -npp means preprocessing processes)"
     p.add_argument("-part_id", type=int, default=0, help="which part of the case list this run does (0-based)")
     p.add_argument("-num_parts", type=int, default=1, help="into how many parts the sorted case list is split")
-    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a setting of the iterative loop (IterativeSettings field, value in voxels of the "
-                        "model's preprocessed space), e.g. --setting MIN_START_FRAGMENT_VOXELS=200; repeatable. "
-                        "Defaults: the 1 mm values of docs/inference.md scaled to the model's spacing")
+    add_setting_option(p)
     add_verbose_option(p)
     add_progress_option(p)
     add_label_arguments(p)
     return p
+
+
+def add_setting_option(parser) -> None:
+    """``--setting NAME=VALUE`` (repeatable): loop settings, read by ``parse_settings``."""
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a setting of the iterative loop (IterativeSettings field, value in voxels of "
+                             "the model's preprocessed space), e.g. --setting MIN_START_FRAGMENT_VOXELS=200; "
+                             "repeatable. Defaults: the 1 mm values of docs/inference.md scaled to the model's "
+                             "spacing")
 
 
 def parse_settings(items: List[str]) -> dict:

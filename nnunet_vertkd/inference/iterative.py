@@ -16,7 +16,8 @@ fragment sizes and hard caps):
    boxes are not the test: those of neighbouring vertebrae overlap, and a piece of the next vertebra that joined
    made two vertebrae one instance. A negative margin joins nothing.
    With ``SPLIT_STACKED_VERTEBRAE`` (not in the paper) a fragment of two vertebrae stacked along the spine (two humps
-   of cross-section area, a deep valley at the disc) is cut above the valley (``stacked_split``). After the cut,
+   of cross-section area, a deep valley at the disc) is cut between them (``stacked_split``: along the surfaces
+   between the two vertebrae's eroded cores, ``STACKED_CUT = "cores"``, or above the valley, ``"rows"``). After the cut,
    with ``FILL_HOLES`` (not in the paper), the fragment's holes are filled (``fragment_filling``): the small network
    leaves gaps in the cancellous interior of the body, while the reference masks and the training memory are solid.
    (Filling first would fill the disc of a stacked pair joined at front and back, and the cut would miss it.)
@@ -67,7 +68,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from nnunet_vertkd.inference.fragment_filling import fill_fragment
-from nnunet_vertkd.inference.stacked_split import upper_of_stacked_pair
+from nnunet_vertkd.inference.stacked_split import CUT_METHODS, upper_of_stacked_pair
 
 PredictPatch = Callable[[np.ndarray], np.ndarray]
 
@@ -110,12 +111,17 @@ class IterativeSettings:
     #: a fragment below an accepted vertebra is accepted only if start_prob >= START_THRESHOLD on at least this
     #: fraction of its voxels (0: on one voxel, as the first vertebra)
     MIN_SPINE_FRACTION: float = 0.5
-    #: a fragment whose cross-section along the spine has two humps (two vertebrae stacked, the valley at most
-    #: STACKED_VALLEY_DEPTH of the smaller hump, at least STACKED_MIN_PART_FRACTION of the fragment on each side) is
-    #: cut above the valley (nnunet_vertkd.inference.stacked_split)
+    #: a fragment of two vertebrae stacked along the spine is cut between them and the upper one kept
+    #: (nnunet_vertkd.inference.stacked_split): STACKED_CUT "cores" = two eroded cores, each at least
+    #: STACKED_MIN_PART_FRACTION of both, centres at least STACKED_CORE_DISTANCE_VOXELS apart along the spine, found
+    #: within STACKED_MAX_EROSION_VOXELS erosions, cut by a watershed; then (and with "rows" only) a cross-section
+    #: valley at most STACKED_VALLEY_DEPTH of the smaller hump, cut horizontally
     SPLIT_STACKED_VERTEBRAE: bool = True
     STACKED_VALLEY_DEPTH: float = 0.65
     STACKED_MIN_PART_FRACTION: float = 0.2
+    STACKED_CUT: str = "cores"
+    STACKED_CORE_DISTANCE_VOXELS: float = 16.0
+    STACKED_MAX_EROSION_VOXELS: int = 8
     #: fill the holes of each fragment (3-D, and 2-D in the sagittal and coronal planes) after a closing of
     #: FILL_CLOSING_ITERATIONS (0: none) with the 6-connected cross (nnunet_vertkd.inference.fragment_filling)
     FILL_HOLES: bool = True
@@ -139,7 +145,9 @@ class IterativeSettings:
                                           if self.DETACHED_PIECE_MARGIN_VOXELS >= 0 else -1),
             COMPLETE_FRAGMENT_MARGIN_VOXELS=max(1, int(round(self.COMPLETE_FRAGMENT_MARGIN_VOXELS / mean_spacing))),
             STEP_ON_MISS_VOXELS=max(1, int(round(self.STEP_ON_MISS_VOXELS / mean_spacing))),
-            FILL_CLOSING_ITERATIONS=max(0, int(round(self.FILL_CLOSING_ITERATIONS / mean_spacing))))
+            FILL_CLOSING_ITERATIONS=max(0, int(round(self.FILL_CLOSING_ITERATIONS / mean_spacing))),
+            STACKED_CORE_DISTANCE_VOXELS=self.STACKED_CORE_DISTANCE_VOXELS / mean_spacing,
+            STACKED_MAX_EROSION_VOXELS=max(1, int(round(self.STACKED_MAX_EROSION_VOXELS / mean_spacing))))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -297,6 +305,8 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
         raise ValueError("MAX_ITERATIONS_PER_VERTEBRA and N_CONVERGENCE_CENTRES must be >= 1")
     if s.MAX_CONSECUTIVE_MISSES < 0 or s.STEP_ON_MISS_VOXELS < 1:
         raise ValueError("MAX_CONSECUTIVE_MISSES must be >= 0 and STEP_ON_MISS_VOXELS >= 1")
+    if s.STACKED_CUT not in CUT_METHODS:
+        raise ValueError(f"STACKED_CUT must be one of {CUT_METHODS}, got {s.STACKED_CUT!r}")
     pad_value = float(np.min(ct)) if s.CT_PAD_VALUE is None else float(s.CT_PAD_VALUE)
     down = 1 if superior_at_low_index else -1  # index step towards inferior
     patch_centre = np.array([p // 2 for p in patch_size], dtype=float)
@@ -347,7 +357,8 @@ def segment_vertebrae_iteratively(predict_patch: PredictPatch, ct: np.ndarray, s
             frag = _select_fragment(candidate, s.FRAGMENT_SELECTION, patch_centre, s.DETACHED_PIECE_MARGIN_VOXELS)
             if frag is not None and s.SPLIT_STACKED_VERTEBRAE:
                 frag = upper_of_stacked_pair(frag, superior_axis, superior_at_low_index, s.STACKED_VALLEY_DEPTH,
-                                             s.STACKED_MIN_PART_FRACTION)
+                                             s.STACKED_MIN_PART_FRACTION, s.STACKED_CUT,
+                                             s.STACKED_CORE_DISTANCE_VOXELS, s.STACKED_MAX_EROSION_VOXELS)
             if frag is not None and s.FILL_HOLES:
                 frag = fill_fragment(frag, superior_axis, s.FILL_CLOSING_ITERATIONS) & inside & (mem_patch < 0.5)
             if frag is None or int(frag.sum()) < min_size:

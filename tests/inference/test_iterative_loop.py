@@ -251,6 +251,7 @@ def test_scaled_to_spacing():
     assert s.MIN_START_FRAGMENT_VOXELS == 125 and s.MIN_CONTINUE_FRAGMENT_VOXELS == 62
     assert s.CONVERGENCE_TOLERANCE_VOXELS == 1.0
     assert s.STEP_ON_MISS_VOXELS == 16 and s.DETACHED_PIECE_MARGIN_VOXELS == 1  # 2 mm
+    assert s.STACKED_CORE_DISTANCE_VOXELS == 8.0 and s.STACKED_MAX_EROSION_VOXELS == 4  # 16 mm, 8 mm
     assert IterativeSettings(DETACHED_PIECE_MARGIN_VOXELS=-1).scaled_to_spacing((2.0,) * 3).DETACHED_PIECE_MARGIN_VOXELS < 0
 
 

@@ -1,9 +1,9 @@
-"""Cutting a fragment of two stacked vertebrae above the disc (nnunet_vertkd.inference.stacked_split)."""
+"""Cutting a fragment of two stacked vertebrae between them (nnunet_vertkd.inference.stacked_split)."""
 import numpy as np
 import pytest
 
 from nnunet_vertkd.inference.iterative import IterativeSettings, segment_vertebrae_iteratively
-from nnunet_vertkd.inference.stacked_split import stacked_valley, upper_of_stacked_pair
+from nnunet_vertkd.inference.stacked_split import stacked_valley, upper_core_region, upper_of_stacked_pair
 
 
 def test_valley_of_a_hand_made_profile():
@@ -94,3 +94,70 @@ def test_loop_separates_a_network_that_predicts_two_vertebrae_at_once():
     assert off.n_vertebrae < n
     assert on.n_vertebrae == n
     np.testing.assert_array_equal(on.instances, lab)
+
+
+# ------------------------------------------------------------------------------------------ the cores test
+def tilted_pair(tilt=0.5, neck=True):
+    """Two 8-voxel-thick slabs stacked along axis 2 (superior at low index) with a disc of 2 voxels between them,
+    both tilted by ``tilt`` voxels of axis 2 per voxel of axis 0 (a spine not aligned with the scan); the slabs
+    touch through a 2 x 2 neck across the disc at one edge. Label 1 = upper, 2 = lower."""
+    lab = np.zeros((16, 12, 40), np.int16)
+    i, _, k = np.meshgrid(np.arange(16), np.arange(12), np.arange(40), indexing="ij")
+    along = k - tilt * i  # position along the spine, constant on a tilted disc
+    inside = (i >= 2) & (i < 14) & (np.arange(12)[None, :, None] >= 2) & (np.arange(12)[None, :, None] < 10)
+    lab[inside & (along >= 10) & (along < 18)] = 1
+    lab[inside & (along >= 20) & (along < 28)] = 2
+    if neck:  # the two slabs touch at the i = 2 edge, across the disc
+        lab[2:4, 5:7, 18:20] = 1
+    return lab
+
+
+def test_cores_cut_follows_a_tilted_disc():
+    lab = tilted_pair()
+    frag = lab > 0
+    upper = upper_of_stacked_pair(frag, 2, True, 0.65, 0.2, "cores", 6, 3)
+    np.testing.assert_array_equal(upper, lab == 1)
+    # the horizontal cut at the valley cannot: its rows hold the top of the lower slab (or lose the upper's bottom)
+    rows = upper_of_stacked_pair(frag, 2, True, 0.65, 0.2, "rows")
+    assert not np.array_equal(rows, lab == 1)
+
+
+@pytest.mark.parametrize("axis,low", [(2, False), (0, True), (1, False)])
+def test_cores_cut_on_any_superior_axis(axis, low):
+    lab = tilted_pair()
+    if not low:
+        lab = lab[:, :, ::-1]
+    lab = np.moveaxis(lab, 2, axis)
+    upper = upper_core_region(lab > 0, axis, low, 0.2, 6, 3)
+    np.testing.assert_array_equal(upper, lab == 1)
+
+
+def test_cores_too_close_along_the_spine_are_no_pair():
+    lab = tilted_pair()
+    # the slabs' cores are 10 voxels apart along axis 2: a minimum of 12 refuses them
+    assert upper_core_region(lab > 0, 2, True, 0.2, 12, 3) is None
+    assert upper_core_region(lab > 0, 2, True, 0.2, 8, 3) is not None
+
+
+def test_body_and_its_own_arch_are_not_cut():
+    """One vertebra: a body and an arch side by side front to back (axis 1), the arch reaching a little lower,
+    joined by thin pedicles. Erosion separates them, but they lie across the spine, not along it."""
+    lab = np.zeros((16, 40, 30), np.int16)
+    lab[3:13, 2:16, 6:18] = 1     # body
+    lab[3:13, 24:34, 10:24] = 1   # arch and spinous process, 4 voxels lower
+    lab[5:7, 16:24, 11:13] = 1    # pedicles (2 x 2)
+    lab[9:11, 16:24, 11:13] = 1
+    frag = lab > 0
+    assert upper_core_region(frag, 2, True, 0.2, 2, 4) is None
+    np.testing.assert_array_equal(upper_of_stacked_pair(frag, 2, True, 0.65, 0.2, "cores", 2, 4), frag)
+
+
+def test_unknown_method_or_missing_core_parameters():
+    frag = tilted_pair() > 0
+    with pytest.raises(ValueError, match="rows"):
+        upper_of_stacked_pair(frag, 2, True, 0.65, 0.2, "watershed")
+    with pytest.raises(ValueError, match="max_erosions"):
+        upper_of_stacked_pair(frag, 2, True, 0.65, 0.2, "cores")
+    with pytest.raises(ValueError, match="STACKED_CUT"):
+        segment_vertebrae_iteratively(lambda x: x[0], np.zeros((8, 8, 8), np.float32), np.ones((8, 8, 8)), 2, True,
+                                      (8, 8, 8), IterativeSettings(STACKED_CUT="plane"))
