@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Optional
 
 import cc3d
+import edt
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
@@ -92,7 +93,8 @@ def upper_core_region(fragment: np.ndarray, superior_axis: int, superior_at_low_
         markers = np.zeros(pair.shape, dtype=np.int32)
         markers[labels == (a if upper_is_a else b)] = 1
         markers[labels == (b if upper_is_a else a)] = 2
-        basins = watershed(-ndi.distance_transform_edt(pair), markers, mask=pair)
+        depth = edt.edt(np.ascontiguousarray(pair, dtype=np.uint8), black_border=False, parallel=1)
+        basins = watershed(-depth, markers, mask=pair)
         out = np.zeros_like(fragment)
         out[box] = basins == 1
         return out
